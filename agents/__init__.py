@@ -1,0 +1,1 @@
+"""Agents: planner, agent and the host-side replay buffer."""

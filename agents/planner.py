@@ -1,0 +1,122 @@
+"""MPPI planner over imagined latent rollouts, with a policy prior and a terminal value (TD-MPC2 style).
+
+Pure and jitted: `plan(params, z, warm, first, *, key, explore)` returns the action and the next warm
+start as data. Shapes: z (L,), warm (H, A); N candidates = `num_samples`, P of them from the prior.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from worldmodel.model import WorldModel
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannerConfig:
+    """The `planner` config slice."""
+
+    horizon: int = 3
+    iterations: int = 6
+    num_samples: int = 512
+    num_elites: int = 64
+    num_pi_trajs: int = 24
+    temperature: float = 0.5
+    min_std: float = 0.05
+    max_std: float = 2.0
+    ensemble: str = "split"  # 'split': head k imagines every K-th candidate; 'mean': head average
+
+
+def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Callable:
+    """value(params, z (N, L), actions (N, H, A), *, key) -> (N,) imagined discounted return.
+
+    G = sum_t gamma^t alive_t r_t + gamma^H alive_H Q(z_H, pi(z_H)), alive_t = prod (1 - p_term).
+    With ensemble='split' the N candidates are dealt to the K heads, so a plan costs
+    one head's compute and a candidate that only one head likes is not trusted by all.
+    """
+    K = model.num_heads
+    if cfg.ensemble not in ("split", "mean"):
+        raise ValueError(f"planner.ensemble must be 'split' or 'mean', got {cfg.ensemble!r}")
+
+    def step_latent(params, z, a):
+        if cfg.ensemble == "mean":
+            return model.next_mean(params, z, a)
+        N = z.shape[0]
+        pad = -N % K  # deal candidates round the heads; pad to a multiple of K
+        zp, ap = jnp.pad(z, ((0, pad), (0, 0))), jnp.pad(a, ((0, pad), (0, 0)))
+        zk = model.next_split(params, zp.reshape(K, -1, z.shape[-1]), ap.reshape(K, -1, a.shape[-1]))
+        return zk.reshape(N + pad, -1)[:N]
+
+    def value(params, z, actions, *, key):
+        def body(carry, a):
+            z, ret, disc, alive = carry
+            r = model.reward(params, z, a)
+            z = step_latent(params, z, a)
+            ret = ret + disc * alive * r
+            alive = alive * (1.0 - jax.nn.sigmoid(model.cont_logit(params, z)))
+            return (z, ret, disc * discount, alive), None
+
+        N = z.shape[0]
+        init = (z, jnp.zeros(N), jnp.ones(()), jnp.ones(N))
+        (z, ret, disc, alive), _ = jax.lax.scan(body, init, jnp.swapaxes(actions, 0, 1))
+        a_last, _, _ = model.pi(params, z, key=key)
+        q = model.q_values(params["q"], z, a_last).mean(axis=0)
+        return ret + disc * alive * q
+
+    return value
+
+
+def make_planner(model: WorldModel, cfg: PlannerConfig, *, discount: float) -> Callable:
+    """Returns plan(params, z (L,), warm (H, A), first (), *, key, explore) -> (action (A,), warm', info)."""
+    H, N, P, E, A = cfg.horizon, cfg.num_samples, cfg.num_pi_trajs, cfg.num_elites, model.act_dim
+    if not 0 <= P < N or not 0 < E <= N:
+        raise ValueError("planner needs 0 <= num_pi_trajs < num_samples and 0 < num_elites <= num_samples")
+    value_fn = make_value_fn(model, cfg, discount)
+
+    def prior_trajs(params, z, key):
+        """P action sequences (P, H, A) from rolling the policy prior in imagination."""
+        def body(zs, k):
+            a, _, _ = model.pi(params, zs, key=k)
+            return model.next_mean(params, zs, a), a
+
+        _, acts = jax.lax.scan(body, jnp.broadcast_to(z, (P, z.shape[-1])), jax.random.split(key, H))
+        return jnp.swapaxes(acts, 0, 1)
+
+    def plan(params, z, warm, first, *, key, explore: bool):
+        k_pi, k_iter, k_pick, k_noise = jax.random.split(key, 4)
+        pi_acts = prior_trajs(params, z, k_pi) if P else jnp.zeros((0, H, A))
+        mean = jnp.where(first, 0.0, jnp.concatenate([warm[1:], jnp.zeros((1, A))]))
+        std = jnp.full((H, A), cfg.max_std)
+        zN = jnp.broadcast_to(z, (N, z.shape[-1]))
+
+        def iteration(carry, k):
+            mean, std, _, _ = carry
+            k_eps, k_val = jax.random.split(k)
+            eps = jax.random.normal(k_eps, (N - P, H, A))
+            acts = jnp.concatenate([pi_acts, jnp.clip(mean + std * eps, -1.0, 1.0)])
+            vals = value_fn(params, zN, acts, key=k_val)
+            vals = jnp.where(jnp.isfinite(vals), vals, -jnp.inf)
+            elite_v, idx = jax.lax.top_k(vals, E)
+            elite_a = acts[idx]  # (E, H, A)
+            score = jax.nn.softmax(cfg.temperature * (elite_v - elite_v.max()))
+            mean = jnp.einsum("e,eha->ha", score, elite_a)
+            var = jnp.einsum("e,eha->ha", score, (elite_a - mean) ** 2)
+            std = jnp.clip(jnp.sqrt(var), cfg.min_std, cfg.max_std)
+            return (mean, std, elite_a, score), elite_v.max()
+
+        init = (mean, std, jnp.zeros((E, H, A)), jnp.full((E,), 1.0 / E))
+        (mean, std, elite_a, score), best = jax.lax.scan(
+            iteration, init, jax.random.split(k_iter, cfg.iterations)
+        )
+        chosen = elite_a[jax.random.categorical(k_pick, jnp.log(score))]
+        action = chosen[0]
+        if explore:
+            action = action + std[0] * jax.random.normal(k_noise, (A,))
+        action = jnp.clip(action, -1.0, 1.0)
+        info = {"plan_value": best[-1], "plan_std": std[0].mean()}
+        return action, mean, info
+
+    return plan

@@ -1,0 +1,176 @@
+"""Replay: a host-side numpy ring buffer of transitions that samples short sub-sequences.
+
+Host only. Storage is per env and contiguous in time, so a sub-sequence is a run of slots.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from worldmodel.errors import CheckpointError
+
+_ARRAYS = ("obs", "action", "reward", "next_obs", "terminated", "episode")
+_COUNTERS = ("pos", "size", "next_episode", "current_episode", "last_next_obs", "in_episode")
+
+
+class Replay:
+    """Ring buffer of `capacity` transitions split evenly over `num_envs` envs.
+
+    Each env owns `capacity // num_envs` slots written in time order by `add`; every slot
+    stores obs, action, reward, next_obs, terminated and an episode id. A transition starts a
+    new episode id when its env's previous transition ended (terminated or truncated) or did
+    not lead to its obs (e.g. after `Driver.reset`).
+
+    `sample(B, H, rng)` draws start slots uniformly over every valid start: the H transitions
+    from the start are stored, consecutive in time, of one episode, and do not run past the
+    newest slot into overwritten data. An episode with fewer than H stored transitions is
+    therefore never sampled. Validity masks are kept per horizon and updated on each `add`,
+    so sampling costs O(B * H) plus rare rejection rounds.
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, num_envs: int):
+        if num_envs < 1 or capacity < num_envs:
+            raise ValueError(f"need capacity ({capacity}) >= num_envs ({num_envs}) >= 1")
+        self.num_envs, self.obs_dim, self.act_dim = num_envs, obs_dim, act_dim
+        self.slots = capacity // num_envs  # per env
+        shape = (num_envs, self.slots)
+        self.obs = np.zeros((*shape, obs_dim), np.float32)
+        self.action = np.zeros((*shape, act_dim), np.float32)
+        self.reward = np.zeros(shape, np.float32)
+        self.next_obs = np.zeros((*shape, obs_dim), np.float32)
+        self.terminated = np.zeros(shape, bool)
+        self.episode = np.full(shape, -1, np.int64)
+        self.pos = 0  # next slot to write, shared by all envs (they are stepped together)
+        self.size = 0  # filled slots per env
+        self.next_episode = 0  # next unused episode id (unique over all envs)
+        self.current_episode = np.full(num_envs, -1, np.int64)
+        self.last_next_obs = np.zeros((num_envs, obs_dim), np.float32)
+        self.in_episode = np.zeros(num_envs, bool)  # the env's last transition did not end it
+        self._valid: dict[int, np.ndarray] = {}  # horizon -> (N, slots) bool start mask
+        self._count: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        """Number of stored transitions (over all envs)."""
+        return self.num_envs * self.size
+
+    def add(self, step) -> None:
+        """Store one `envs.Step` (obs (N, D), action (N, A), reward (N,), next_obs (N, D), ...)."""
+        obs_shape = (self.num_envs, self.obs_dim)
+        act_shape = (self.num_envs, self.act_dim)
+        obs = np.asarray(step.obs, np.float32)
+        action = np.asarray(step.action, np.float32)
+        next_obs = np.asarray(step.next_obs, np.float32)
+        if obs.shape != obs_shape or next_obs.shape != obs_shape or action.shape != act_shape:
+            raise ValueError(
+                f"step shapes obs {obs.shape}, next_obs {next_obs.shape}, action "
+                f"{action.shape} do not match (N, D) = {obs_shape}, (N, A) = {act_shape}"
+            )
+        continues = self.in_episode & np.all(obs == self.last_next_obs, axis=1)
+        fresh = np.flatnonzero(~continues)
+        self.current_episode[fresh] = self.next_episode + np.arange(len(fresh))
+        self.next_episode += len(fresh)
+
+        p = self.pos
+        self.obs[:, p] = obs
+        self.action[:, p] = action
+        self.reward[:, p] = step.reward
+        self.next_obs[:, p] = next_obs
+        self.terminated[:, p] = step.terminated
+        self.episode[:, p] = self.current_episode
+        self.last_next_obs[:] = next_obs
+        self.in_episode = ~(np.asarray(step.terminated, bool) | np.asarray(step.truncated, bool))
+        self.pos = (p + 1) % self.slots
+        self.size = min(self.size + 1, self.slots)
+        for horizon in self._valid:  # only starts whose window holds slot p can change
+            self._refresh(horizon, (p - horizon + 1 + np.arange(horizon)) % self.slots)
+
+    def _starts_valid(self, starts: np.ndarray, horizon: int) -> np.ndarray:
+        """(N, K) bool: may each of `starts` (K,) begin a stored H-transition sub-sequence?"""
+        oldest = self.pos if self.size == self.slots else 0
+        age = (starts - oldest) % self.slots  # 0 for the oldest stored slot
+        in_store = age + horizon <= self.size
+        ends = (starts + horizon - 1) % self.slots
+        same = self.episode[:, starts] == self.episode[:, ends]  # ids are contiguous runs
+        return in_store[None, :] & same
+
+    def _refresh(self, horizon: int, starts: np.ndarray) -> None:
+        mask = self._valid[horizon]
+        new = self._starts_valid(starts, horizon)
+        self._count[horizon] += int(new.sum()) - int(mask[:, starts].sum())
+        mask[:, starts] = new
+
+    def num_valid(self, horizon: int) -> int:
+        """Number of valid start slots for sub-sequences of `horizon` transitions."""
+        if not 1 <= horizon <= self.slots:
+            raise ValueError(f"horizon must be in [1, {self.slots}], got {horizon}")
+        if horizon not in self._valid:
+            self._valid[horizon] = np.zeros((self.num_envs, self.slots), bool)
+            self._count[horizon] = 0
+            self._refresh(horizon, np.arange(self.slots))
+        return self._count[horizon]
+
+    def sample(self, batch_size: int, horizon: int, rng: np.random.Generator) -> dict:
+        """B sub-sequences of H transitions, uniformly over valid starts.
+
+        Returns obs (B, H+1, D) float32 with obs[:, k+1] = next_obs of transition k (so the
+        last one may be a true final obs), action (B, H, A) float32, reward (B, H) float32,
+        terminated (B, H) float32.
+        """
+        count = self.num_valid(horizon)
+        if count == 0:
+            raise ValueError(
+                f"no stored episode has {horizon} consecutive transitions yet ({len(self)} stored)"
+            )
+        mask = self._valid[horizon]
+        total = self.num_envs * self.size  # candidates come from filled slots only
+        if count * 8 < total:  # sparse: enumerate valid starts, O(capacity)
+            flat = np.flatnonzero(mask[:, : self.size])
+            env, start = np.divmod(flat[rng.integers(0, len(flat), batch_size)], self.size)
+        else:  # rejection keeps draws uniform over valid starts; ~1 round on average
+            envs, starts = [], []
+            need = batch_size
+            while need > 0:
+                draws = int(1.5 * need * total / count) + 8
+                e = rng.integers(0, self.num_envs, draws)
+                s = rng.integers(0, self.size, draws)
+                ok = mask[e, s]
+                envs.append(e[ok][:need])
+                starts.append(s[ok][:need])
+                need -= len(envs[-1])
+            env, start = np.concatenate(envs), np.concatenate(starts)
+        t = (start[:, None] + np.arange(horizon)) % self.slots  # (B, H)
+        e = env[:, None]
+        obs = np.concatenate([self.obs[env, start][:, None], self.next_obs[e, t]], axis=1)
+        return {
+            "obs": obs,
+            "action": self.action[e, t],
+            "reward": self.reward[e, t],
+            "terminated": self.terminated[e, t].astype(np.float32),
+        }
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything needed to restore the buffer, as numpy arrays (savable with np.savez)."""
+        d = {k: getattr(self, k).copy() for k in _ARRAYS}
+        for k in _COUNTERS:
+            d[k] = np.array(getattr(self, k), copy=True)
+        return d
+
+    def load_state_dict(self, d: dict[str, np.ndarray]) -> None:
+        """Restore from `state_dict()` output; the buffer shapes must match."""
+        for k in _ARRAYS + _COUNTERS:
+            if k not in d:
+                raise CheckpointError(f"replay state lacks {k!r}")
+        for k in _ARRAYS:
+            have, got = getattr(self, k).shape, np.shape(d[k])
+            if have != got:
+                raise CheckpointError(
+                    f"replay {k} has shape {got}, this buffer expects {have} "
+                    "(capacity, num_envs or env dims changed?)"
+                )
+            setattr(self, k, np.array(d[k], dtype=getattr(self, k).dtype))
+        self.pos, self.size, self.next_episode = (int(d[k]) for k in _COUNTERS[:3])
+        self.current_episode = np.array(d["current_episode"], np.int64)
+        self.last_next_obs = np.array(d["last_next_obs"], np.float32)
+        self.in_episode = np.array(d["in_episode"], bool)
+        self._valid.clear()
+        self._count.clear()

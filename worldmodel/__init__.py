@@ -1,0 +1,1 @@
+"""World model: pure JAX model, config, checkpoint and error types."""

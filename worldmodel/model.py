@@ -1,0 +1,145 @@
+"""The latent world model: encoder, K-head dynamics ensemble, reward, continue, Q ensemble, policy prior.
+
+`WorldModel` is a static description (hyperparameters + flax modules); its methods are pure
+functions of a params dict, so they can be jitted, vmapped and scanned freely.
+Shapes: obs (..., D), latent z (..., L), action a (..., A); K dynamics heads, Q critics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from worldmodel import ops
+from worldmodel.networks import MLP, StateActionMLP, ensemble
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldModel:
+    """Hyperparameters of the model. Build with `make_world_model(obs_dim, act_dim, **model_cfg)`."""
+
+    obs_dim: int
+    act_dim: int
+    latent_dim: int = 64
+    hidden_dim: int = 256
+    num_layers: int = 2
+    num_heads: int = 5
+    num_q: int = 2
+    simnorm_group: int = 8
+    num_bins: int = 101
+    vmin: float = -10.0
+    vmax: float = 10.0
+    log_std_min: float = -10.0
+    log_std_max: float = 2.0
+
+    def __post_init__(self):
+        if self.latent_dim % self.simnorm_group:
+            raise ValueError(
+                f"model.latent_dim={self.latent_dim} must be divisible by "
+                f"model.simnorm_group={self.simnorm_group}"
+            )
+        if self.num_heads < 2:
+            raise ValueError("model.num_heads must be >= 2: disagreement needs an ensemble")
+        hidden = (self.hidden_dim,) * self.num_layers
+        L, g = self.latent_dim, self.simnorm_group
+        object.__setattr__(self, "_encoder", MLP((self.hidden_dim,), L, simnorm_group=g))
+        object.__setattr__(
+            self,
+            "_dynamics",
+            ensemble(StateActionMLP, self.num_heads, hidden=hidden, out=L, simnorm_group=g),
+        )
+        object.__setattr__(self, "_reward", StateActionMLP(hidden, self.num_bins, zero_init=True))
+        object.__setattr__(self, "_cont", MLP(hidden, 1))
+        object.__setattr__(
+            self,
+            "_q",
+            ensemble(StateActionMLP, self.num_q, hidden=hidden, out=self.num_bins, zero_init=True),
+        )
+        object.__setattr__(self, "_pi", MLP(hidden, 2 * self.act_dim))
+
+    # ----------------------------------------------------------------------------- init
+    def init(self, *, key: jax.Array) -> dict:
+        """Fresh params {'encoder','dynamics','reward','cont','q','pi'}."""
+        keys = jax.random.split(key, 6)
+        obs = jnp.zeros((1, self.obs_dim))
+        z = jnp.zeros((1, self.latent_dim))
+        a = jnp.zeros((1, self.act_dim))
+        zk = jnp.zeros((self.num_heads, 1, self.latent_dim))
+        ak = jnp.zeros((self.num_heads, 1, self.act_dim))
+        zq = jnp.zeros((self.num_q, 1, self.latent_dim))
+        aq = jnp.zeros((self.num_q, 1, self.act_dim))
+        return {
+            "encoder": self._encoder.init(keys[0], obs)["params"],
+            "dynamics": self._dynamics.init(keys[1], zk, ak)["params"],
+            "reward": self._reward.init(keys[2], z, a)["params"],
+            "cont": self._cont.init(keys[3], z)["params"],
+            "q": self._q.init(keys[4], zq, aq)["params"],
+            "pi": self._pi.init(keys[5], z)["params"],
+        }
+
+    # ----------------------------------------------------------------------------- parts
+    def encode(self, params: dict, obs: jax.Array) -> jax.Array:
+        """obs (..., D) -> z (..., L)."""
+        return self._encoder.apply({"params": params["encoder"]}, obs)
+
+    def next_split(self, params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
+        """Head k on its own input: z (K, ..., L), a (K, ..., A) -> (K, ..., L)."""
+        return self._dynamics.apply({"params": params["dynamics"]}, z, a)
+
+    def next_all(self, params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
+        """Every head on the same input: z (..., L), a (..., A) -> (K, ..., L)."""
+        K = self.num_heads
+        return self.next_split(
+            params, jnp.broadcast_to(z, (K, *z.shape)), jnp.broadcast_to(a, (K, *a.shape))
+        )
+
+    def next_mean(self, params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
+        """Ensemble-mean next latent (..., L) (still on the SimNorm simplex product)."""
+        return self.next_all(params, z, a).mean(axis=0)
+
+    def disagreement(self, params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
+        """Epistemic score (...,): variance across the K heads' next latents, mean over dims.
+
+        Zero when all heads agree (inside the data), grows where they were never constrained.
+        """
+        return self.next_all(params, z, a).var(axis=0).mean(axis=-1)
+
+    def reward_logits(self, params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
+        """(..., num_bins) two-hot logits of the reward."""
+        return self._reward.apply({"params": params["reward"]}, z, a)
+
+    def reward(self, params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
+        """Predicted reward (...,)."""
+        return ops.two_hot_inv(self.reward_logits(params, z, a), self.vmin, self.vmax)
+
+    def cont_logit(self, params: dict, z: jax.Array) -> jax.Array:
+        """(...,) logit of termination at latent z (the state reached)."""
+        return self._cont.apply({"params": params["cont"]}, z)[..., 0]
+
+    def q_logits(self, q_params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
+        """All critics: (Q, ..., num_bins). Pass params['q'] or the target copy."""
+        n = self.num_q
+        zq = jnp.broadcast_to(z, (n, *z.shape))
+        aq = jnp.broadcast_to(a, (n, *a.shape))
+        return self._q.apply({"params": q_params}, zq, aq)
+
+    def q_values(self, q_params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
+        """(Q, ...) decoded values of every critic."""
+        return ops.two_hot_inv(self.q_logits(q_params, z, a), self.vmin, self.vmax)
+
+    def pi(self, params: dict, z: jax.Array, *, key: jax.Array):
+        """Policy prior. z (..., L) -> (sampled action (..., A), log_prob (...,), mean action (..., A))."""
+        out = self._pi.apply({"params": params["pi"]}, z)
+        mean, raw = jnp.split(out, 2, axis=-1)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
+            jnp.tanh(raw) + 1.0
+        )
+        action, log_prob = ops.tanh_gaussian_sample(mean, log_std, key=key)
+        return action, log_prob, jnp.tanh(mean)
+
+
+def make_world_model(obs_dim: int, act_dim: int, **model_cfg) -> WorldModel:
+    """Factory: the `model` config slice as keyword arguments."""
+    return WorldModel(obs_dim=obs_dim, act_dim=act_dim, **model_cfg)
