@@ -7,7 +7,7 @@ start as data. Shapes: z (L,), warm (H, A); N candidates = `num_samples`, P of t
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -53,10 +53,10 @@ def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Cal
     def value(params, z, actions, *, key):
         def body(carry, a):
             z, ret, disc, alive = carry
-            r = model.reward(params, z, a)
+            r, p_term = model.reward(params, z, a)
             z = step_latent(params, z, a)
             ret = ret + disc * alive * r
-            alive = alive * (1.0 - jax.nn.sigmoid(model.cont_logit(params, z)))
+            alive = alive * (1.0 - p_term)
             return (z, ret, disc * discount, alive), None
 
         N = z.shape[0]
@@ -89,34 +89,49 @@ def make_planner(model: WorldModel, cfg: PlannerConfig, *, discount: float) -> C
         k_pi, k_iter, k_pick, k_noise = jax.random.split(key, 4)
         pi_acts = prior_trajs(params, z, k_pi) if P else jnp.zeros((0, H, A))
         mean = jnp.where(first, 0.0, jnp.concatenate([warm[1:], jnp.zeros((1, A))]))
-        std = jnp.full((H, A), cfg.max_std)
         zN = jnp.broadcast_to(z, (N, z.shape[-1]))
-
-        def iteration(carry, k):
-            mean, std, _, _ = carry
-            k_eps, k_val = jax.random.split(k)
-            eps = jax.random.normal(k_eps, (N - P, H, A))
-            acts = jnp.concatenate([pi_acts, jnp.clip(mean + std * eps, -1.0, 1.0)])
-            vals = value_fn(params, zN, acts, key=k_val)
-            vals = jnp.where(jnp.isfinite(vals), vals, -jnp.inf)
-            elite_v, idx = jax.lax.top_k(vals, E)
-            elite_a = acts[idx]  # (E, H, A)
-            score = jax.nn.softmax(cfg.temperature * (elite_v - elite_v.max()))
-            mean = jnp.einsum("e,eha->ha", score, elite_a)
-            var = jnp.einsum("e,eha->ha", score, (elite_a - mean) ** 2)
-            std = jnp.clip(jnp.sqrt(var), cfg.min_std, cfg.max_std)
-            return (mean, std, elite_a, score), elite_v.max()
-
-        init = (mean, std, jnp.zeros((E, H, A)), jnp.full((E,), 1.0 / E))
-        (mean, std, elite_a, score), best = jax.lax.scan(
-            iteration, init, jax.random.split(k_iter, cfg.iterations)
-        )
-        chosen = elite_a[jax.random.categorical(k_pick, jnp.log(score))]
-        action = chosen[0]
-        if explore:
-            action = action + std[0] * jax.random.normal(k_noise, (A,))
+        score_fn = lambda acts, k: value_fn(params, zN, acts, key=k)  # noqa: E731
+        mean, std, elite_a, weights, best = mppi(score_fn, mean, pi_acts, cfg, key=k_iter)
+        if explore:  # sample an elite by its weight, then perturb by the final std (TD-MPC2)
+            chosen = elite_a[jax.random.categorical(k_pick, jnp.log(weights))]
+            action = chosen[0] + std[0] * jax.random.normal(k_noise, (A,))
+        else:  # greedy: the weighted mean of the elites, no sampling noise
+            action = mean[0]
         action = jnp.clip(action, -1.0, 1.0)
-        info = {"plan_value": best[-1], "plan_std": std[0].mean()}
+        info = {"plan_value": best, "plan_std": std[0].mean()}
         return action, mean, info
 
     return plan
+
+
+def mppi(score_fn: Callable, mean: jax.Array, fixed: jax.Array, cfg: PlannerConfig, *, key):
+    """Model-predictive path integral optimisation of action sequences in [-1, 1].
+
+    score_fn(actions (N, H, A), key) -> (N,) higher is better. `mean` (H, A) is the initial
+    sampling mean; `fixed` (P, H, A) candidates are scored in every iteration beside the N - P
+    sampled ones. Returns (mean (H, A), std (H, A), elites (E, H, A), elite weights (E,), best score).
+    """
+    H, A = mean.shape
+    N, E, P = cfg.num_samples, cfg.num_elites, fixed.shape[0]
+    std = jnp.full((H, A), cfg.max_std)
+
+    def iteration(carry, k):
+        mean, std, _, _ = carry
+        k_eps, k_val = jax.random.split(k)
+        eps = jax.random.normal(k_eps, (N - P, H, A))
+        acts = jnp.concatenate([fixed, jnp.clip(mean + std * eps, -1.0, 1.0)])
+        vals = score_fn(acts, k_val)
+        vals = jnp.where(jnp.isfinite(vals), vals, -jnp.inf)
+        elite_v, idx = jax.lax.top_k(vals, E)
+        elite_a = acts[idx]  # (E, H, A)
+        weights = jax.nn.softmax(cfg.temperature * (elite_v - elite_v.max()))
+        mean = jnp.einsum("e,eha->ha", weights, elite_a)
+        var = jnp.einsum("e,eha->ha", weights, (elite_a - mean) ** 2)
+        std = jnp.clip(jnp.sqrt(var), cfg.min_std, cfg.max_std)
+        return (mean, std, elite_a, weights), elite_v.max()
+
+    init = (mean, std, jnp.zeros((E, H, A)), jnp.full((E,), 1.0 / E))
+    (mean, std, elite_a, weights), best = jax.lax.scan(
+        iteration, init, jax.random.split(key, cfg.iterations)
+    )
+    return mean, std, elite_a, weights, best[-1]

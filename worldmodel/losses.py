@@ -68,11 +68,10 @@ def world_model_loss(
     consistency = jnp.sum(w * jnp.mean((zk - next_z[:, None]) ** 2, axis=(1, 2, 3))) / H
 
     zs = jnp.concatenate([z0[None], zk.mean(axis=1)], axis=0)  # (H+1, B, L) mean-latent rollout
-    r_logits = model.reward_logits(params, zs[:-1], act)
-    reward_loss = jnp.sum(w * jnp.mean(ops.soft_ce(r_logits, rew, model.num_bins, model.vmin, model.vmax), axis=1)) / H
-
-    c_logit = model.cont_logit(params, zs[1:])  # (H, B): termination of the state reached
-    cont_ce = jnp.maximum(c_logit, 0) - c_logit * term + jnp.log1p(jnp.exp(-jnp.abs(c_logit)))
+    r_logits, c_logit = model.reward_logits(params, zs[:-1], act)  # (H, B, bins), (H, B)
+    r_ce = ops.soft_ce(r_logits, rew, model.num_bins, model.vmin, model.vmax)
+    reward_loss = jnp.sum(w * jnp.mean(r_ce, axis=1)) / H
+    cont_ce = ops.sigmoid_bce(c_logit, term)
     continue_loss = jnp.sum(w * jnp.mean(cont_ce, axis=1)) / H
 
     next_a, _, _ = model.pi(sg(params), next_z, key=key)

@@ -1,4 +1,4 @@
-"""The latent world model: encoder, K-head dynamics ensemble, reward, continue, Q ensemble, policy prior.
+"""Latent world model: encoder, K-head dynamics ensemble, reward+termination, critics, policy prior.
 
 `WorldModel` is a static description (hyperparameters + flax modules); its methods are pure
 functions of a params dict, so they can be jitted, vmapped and scanned freely.
@@ -50,8 +50,11 @@ class WorldModel:
             "_dynamics",
             ensemble(StateActionMLP, self.num_heads, hidden=hidden, out=L, simnorm_group=g),
         )
-        object.__setattr__(self, "_reward", StateActionMLP(hidden, self.num_bins, zero_init=True))
-        object.__setattr__(self, "_cont", MLP(hidden, 1))
+        # One head predicts the reward (two-hot logits) and the termination logit of (z_t, a_t):
+        # sharing it costs one column instead of a third MLP per imagined step.
+        object.__setattr__(
+            self, "_reward", StateActionMLP(hidden, self.num_bins + 1, zero_init=True)
+        )
         object.__setattr__(
             self,
             "_q",
@@ -61,8 +64,8 @@ class WorldModel:
 
     # ----------------------------------------------------------------------------- init
     def init(self, *, key: jax.Array) -> dict:
-        """Fresh params {'encoder','dynamics','reward','cont','q','pi'}."""
-        keys = jax.random.split(key, 6)
+        """Fresh params {'encoder','dynamics','reward','q','pi'}."""
+        keys = jax.random.split(key, 5)
         obs = jnp.zeros((1, self.obs_dim))
         z = jnp.zeros((1, self.latent_dim))
         a = jnp.zeros((1, self.act_dim))
@@ -74,9 +77,8 @@ class WorldModel:
             "encoder": self._encoder.init(keys[0], obs)["params"],
             "dynamics": self._dynamics.init(keys[1], zk, ak)["params"],
             "reward": self._reward.init(keys[2], z, a)["params"],
-            "cont": self._cont.init(keys[3], z)["params"],
-            "q": self._q.init(keys[4], zq, aq)["params"],
-            "pi": self._pi.init(keys[5], z)["params"],
+            "q": self._q.init(keys[3], zq, aq)["params"],
+            "pi": self._pi.init(keys[4], z)["params"],
         }
 
     # ----------------------------------------------------------------------------- parts
@@ -106,17 +108,18 @@ class WorldModel:
         """
         return self.next_all(params, z, a).var(axis=0).mean(axis=-1)
 
-    def reward_logits(self, params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
-        """(..., num_bins) two-hot logits of the reward."""
-        return self._reward.apply({"params": params["reward"]}, z, a)
+    def reward_logits(self, params: dict, z: jax.Array, a: jax.Array):
+        """(reward two-hot logits (..., num_bins), termination logit (...,)) for taking a in z.
 
-    def reward(self, params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
-        """Predicted reward (...,)."""
-        return ops.two_hot_inv(self.reward_logits(params, z, a), self.vmin, self.vmax)
+        The termination logit is that of the state reached: P(terminated_{t+1} | z_t, a_t).
+        """
+        out = self._reward.apply({"params": params["reward"]}, z, a)
+        return out[..., :-1], out[..., -1]
 
-    def cont_logit(self, params: dict, z: jax.Array) -> jax.Array:
-        """(...,) logit of termination at latent z (the state reached)."""
-        return self._cont.apply({"params": params["cont"]}, z)[..., 0]
+    def reward(self, params: dict, z: jax.Array, a: jax.Array):
+        """(predicted reward (...,), termination probability (...,))."""
+        logits, term_logit = self.reward_logits(params, z, a)
+        return ops.two_hot_inv(logits, self.vmin, self.vmax), jax.nn.sigmoid(term_logit)
 
     def q_logits(self, q_params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
         """All critics: (Q, ..., num_bins). Pass params['q'] or the target copy."""

@@ -7,15 +7,13 @@ LayerNorm keeps the latent consistency loss well conditioned without per-task tu
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from worldmodel import ops
-
-
 
 
 class MLP(nn.Module):

@@ -51,6 +51,11 @@ def soft_ce(logits: jax.Array, target: jax.Array, num_bins: int, vmin: float, vm
     return -jnp.sum(two_hot(target, num_bins, vmin, vmax) * jax.nn.log_softmax(logits), axis=-1)
 
 
+def sigmoid_bce(logit: jax.Array, target: jax.Array) -> jax.Array:
+    """Binary cross-entropy (...,) of sigmoid(logit) against targets in [0, 1], stable for any logit."""
+    return jnp.maximum(logit, 0) - logit * target + jnp.log1p(jnp.exp(-jnp.abs(logit)))
+
+
 def simnorm(x: jax.Array, group: int) -> jax.Array:
     """Simplicial normalisation: softmax over consecutive groups of `group` features.
 

@@ -8,7 +8,7 @@ with batch fields batch-major: obs (B, H+1, D), action (B, H, A), reward (B, H),
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import flax
 import jax

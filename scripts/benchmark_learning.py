@@ -1,0 +1,66 @@
+"""Learning benchmark: train TASK for each seed, keep the evaluation curve and timings as JSON.
+
+`python -m scripts.benchmark_learning TASK --seeds 0 1 [key=value ...]`
+Runs `scripts.train` in-process per seed (run folders under runs/bench/), then writes
+scripts/results/learning_<task>.json with every seed's curve (per-episode eval returns), wall-clock,
+env steps/s, the machine and the exact command. `--out` changes the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _curve(metrics_path: Path) -> tuple[list[dict], list[float]]:
+    evals, sps = [], []
+    for line in metrics_path.read_text().splitlines():
+        record = json.loads(line)
+        if record["kind"] == "eval":
+            evals.append({k: record[k] for k in ("env_step", "mean", "std", "returns", "lengths")})
+        elif record["kind"] == "train":
+            sps.append(record["sps"])
+    return evals, sps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("task", help="task overlay name, e.g. halfcheetah")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("overrides", nargs="*", help="extra overlays or key=value overrides")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from scripts import train as train_script
+    from scripts.machine import machine_info
+
+    out = args.out or Path(__file__).parent / "results" / f"learning_{args.task}.json"
+    runs = []
+    for seed in args.seeds:
+        run_dir = Path("runs") / "bench" / args.task / f"seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        start = time.perf_counter()
+        code = train_script.main([args.task, *args.overrides, f"seed={seed}", f"run_dir={run_dir}",
+                                  "log.progress=false"])
+        if code:
+            return code
+        evals, sps = _curve(run_dir / "metrics.jsonl")
+        runs.append({"seed": seed, "run_dir": str(run_dir), "wall_clock_s": time.perf_counter() - start,
+                     "train_sps_median": sorted(sps)[len(sps) // 2] if sps else None,
+                     "evals": evals})
+        result = {"task": args.task, "command": " ".join(["python -m scripts.benchmark_learning",
+                                                          *(argv if argv is not None else sys.argv[1:])]),
+                  "machine": machine_info(), "runs": runs}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, out)  # written after every seed: a killed benchmark keeps finished seeds
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Machine and version facts recorded beside every benchmark result (host only)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+
+
+def machine_info() -> dict:
+    """CPU model, core count, python/jax/flax/mujoco/gymnasium versions, JAX devices, git commit."""
+    import flax
+    import gymnasium
+    import jax
+    import mujoco
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "mujoco": mujoco.__version__,
+        "gymnasium": gymnasium.__version__,
+        "devices": [str(d) for d in jax.devices()],
+        "commit": commit,
+    }

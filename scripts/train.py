@@ -1,0 +1,65 @@
+"""Train an agent: `python -m scripts.train [overlay ...] [key=value ...]`.
+
+Overlays are names under configs/ or configs/tasks/ (e.g. `halfcheetah`, `debug`); overrides are
+dotted keys (e.g. `train.steps=20000 seed=1`). The run folder gets config.yaml, metrics.jsonl and
+checkpoints/; an existing run folder is resumed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+USAGE = __doc__.strip().splitlines()[0]
+
+
+def _run_dir(cfg) -> Path:
+    if cfg.run_dir:
+        return Path(cfg.run_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / cfg.env.id.replace("/", "_") / f"seed{cfg.seed}-{stamp}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__)
+        return 0
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from agents.trainer import train
+    from scripts.sinks import ConsoleSink, JsonlSink
+    from worldmodel.config import load_config, save_config
+    from worldmodel.errors import UserError
+
+    try:
+        cfg = load_config(args)
+        run_dir = _run_dir(cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        jsonl = JsonlSink(run_dir / "metrics.jsonl")
+        console = ConsoleSink(cfg.train.steps, enabled=cfg.log.progress, desc=cfg.env.id)
+        start = time.perf_counter()
+
+        def emit(kind: str, step: int, data: dict) -> None:
+            jsonl(kind, step, data)
+            console(kind, step, data)
+
+        try:
+            result = train(cfg, run_dir, emit=emit)
+        finally:
+            console.close()
+            jsonl.close()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    minutes = (time.perf_counter() - start) / 60
+    print(f"run folder: {run_dir}")
+    print(f"final evaluation ({len(result['returns'])} episodes, step {result['step']}): "
+          f"return {result['mean']:.1f} ± {result['std']:.1f}  [{minutes:.1f} min]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

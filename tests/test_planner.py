@@ -1,0 +1,114 @@
+"""MPPI planner: converges on a toy problem, the scanned value function equals a loop, and plan()'s
+warm start / first flag / action bounds."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents.planner import PlannerConfig, make_planner, make_value_fn, mppi
+
+DISCOUNT = 0.9
+
+
+def test_mppi_finds_a_known_optimum():
+    H, A = 3, 2
+    target = jnp.array([[0.5, -0.7], [-0.2, 0.9], [0.8, 0.1]])
+    cfg = PlannerConfig(iterations=12, num_samples=128, num_elites=16, temperature=4.0)
+
+    @jax.jit
+    def run(key, fixed):
+        score = lambda acts, _k: -jnp.sum((acts - target) ** 2, axis=(1, 2))  # noqa: E731
+        return mppi(score, jnp.zeros((H, A)), fixed, cfg, key=key)
+
+    mean, std, elites, weights, best = run(jax.random.key(0), jnp.zeros((0, H, A)))
+    np.testing.assert_allclose(mean, target, atol=0.05)
+    assert float(std.max()) < 0.1  # the search narrowed from max_std
+    assert elites.shape == (16, H, A) and weights.shape == (16,)
+    np.testing.assert_allclose(float(weights.sum()), 1.0, rtol=1e-5)
+    assert float(best) > -0.05
+    # a fixed candidate (e.g. from the prior) that is the optimum is always scored: best = 0
+    *_, best_fixed = run(jax.random.key(0), target[None])
+    assert float(best_fixed) == 0.0
+
+
+@pytest.fixture(scope="module")
+def world(tiny):
+    model = tiny.model()
+    params = tiny.perturb(jax.jit(lambda k: model.init(key=k))(jax.random.key(0)), seed=4)
+    return model, params
+
+
+def _reference_value(model, params, z, actions, key, mode):
+    """Python loop: sum_t g^t alive_t r_t + g^H alive_H Q(z_H, pi(z_H)), per-candidate heads."""
+    N, H, _ = actions.shape
+    K = model.num_heads
+    per_head = -(-N // K)  # 'split': candidates are dealt to heads in contiguous blocks
+    head = np.arange(N) // per_head
+    reward, next_all = jax.jit(model.reward), jax.jit(model.next_all)
+    ret, alive = np.zeros(N), np.ones(N)
+    for t in range(H):
+        r, p_term = reward(params, z, actions[:, t])
+        ret += DISCOUNT**t * alive * np.asarray(r, np.float64)
+        alive *= 1.0 - np.asarray(p_term, np.float64)
+        zk = next_all(params, z, actions[:, t])  # (K, N, L)
+        z = zk.mean(0) if mode == "mean" else zk[head, np.arange(N)]
+    a_last = jax.jit(model.pi)(params, z, key=key)[0]
+    q = np.asarray(jax.jit(model.q_values)(params["q"], z, a_last), np.float64).mean(0)
+    return ret + DISCOUNT**H * alive * q
+
+
+@pytest.mark.parametrize("mode", ["split", "mean"])
+def test_value_fn_equals_python_loop(world, mode):
+    model, params = world
+    N, H = 10, 3  # 10 is not a multiple of K = 3: padding is exercised
+    cfg = PlannerConfig(horizon=H, ensemble=mode)
+    rng = np.random.default_rng(0)
+    z = jax.nn.softmax(jnp.asarray(rng.normal(size=(N, model.latent_dim)) * 2, jnp.float32))
+    actions = jnp.asarray(rng.uniform(-1, 1, (N, H, model.act_dim)), jnp.float32)
+    key = jax.random.key(3)
+    got = jax.jit(make_value_fn(model, cfg, DISCOUNT))(params, z, actions, key=key)
+    ref = _reference_value(model, params, z, actions, key, mode)
+    assert got.shape == (N,)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    other = "mean" if mode == "split" else "split"
+    assert np.abs(ref - _reference_value(model, params, z, actions, key, other)).max() > 1e-4
+
+
+def test_value_fn_rejects_unknown_ensemble_mode(world):
+    with pytest.raises(ValueError, match="ensemble"):
+        make_value_fn(world[0], PlannerConfig(ensemble="median"), DISCOUNT)
+
+
+def test_plan_bounds_warm_start_and_first(world, tiny):
+    model, params = world
+    cfg = dataclasses.replace(PlannerConfig(**tiny.sections["planner"]), iterations=3)
+    H, A = cfg.horizon, model.act_dim
+    plan = jax.jit(make_planner(model, cfg, discount=DISCOUNT), static_argnames="explore")
+    z = jax.jit(model.encode)(params, jnp.array([0.3, -0.1, 0.5]))
+    rng = np.random.default_rng(1)
+    warm1 = jnp.asarray(rng.uniform(-1, 1, (H, A)), jnp.float32)
+    warm2 = -warm1
+    key = jax.random.key(7)
+
+    keys = jax.random.split(jax.random.key(0), 16)
+    actions, means, _ = jax.vmap(lambda k: plan(params, z, warm1, False, key=k, explore=True))(keys)
+    assert actions.shape == (16, A) and means.shape == (16, H, A)
+    assert bool((jnp.abs(actions) <= 1.0).all()) and bool((jnp.abs(means) <= 1.0).all())
+
+    a1, m1, info = plan(params, z, warm1, True, key=key, explore=False)
+    a2, m2, _ = plan(params, z, warm2, True, key=key, explore=False)
+    assert m1.shape == (H, A) and set(info) >= {"plan_value", "plan_std"}
+    np.testing.assert_array_equal(a1, a2)  # first=True: the warm start is ignored
+    np.testing.assert_array_equal(m1, m2)
+
+    b1, n1, _ = plan(params, z, warm1, False, key=key, explore=False)
+    b2, n2, _ = plan(params, z, warm2, False, key=key, explore=False)
+    assert not np.array_equal(n1, n2)  # first=False: the warm start is used
+    # ... shifted by one step: its first entry is dropped, so changing it changes nothing
+    warm3 = warm1.at[0].set(-warm1[0] + 0.5)
+    b3, n3, _ = plan(params, z, warm3, False, key=key, explore=False)
+    np.testing.assert_array_equal(b1, b3)
+    np.testing.assert_array_equal(n1, n3)
