@@ -42,15 +42,23 @@ class Agent:
     def init_carry(self, num_envs: int) -> Carry:
         return Carry(plan_mean=jnp.zeros((num_envs, self.planner_cfg.horizon, self.model.act_dim)))
 
-    def act(self, state: TrainState, carry: Carry, obs, first, *, key, explore: bool, plan: bool = True):
+    def act(
+        self, state: TrainState, carry: Carry, obs, first, *, key, explore: bool, plan: bool = True
+    ):
         """Choose actions in [-1, 1] for a batch of observations. See module docstring."""
         return self._act(state.params, carry, obs, first, key=key, explore=explore, plan=plan)
 
 
-def make_agent(obs_dim: int, act_dim: int, *, model: dict, loss: dict, optim: dict, planner: dict) -> Agent:
+def make_agent(
+    obs_dim: int, act_dim: int, *, model: dict, loss: dict, optim: dict, planner: dict
+) -> Agent:
     """Factory: each argument is that config section as a dict."""
     wm = make_world_model(obs_dim, act_dim, **model)
-    loss_cfg, optim_cfg, planner_cfg = LossConfig(**loss), OptimConfig(**optim), PlannerConfig(**planner)
+    loss_cfg, optim_cfg, planner_cfg = (
+        LossConfig(**loss),
+        OptimConfig(**optim),
+        PlannerConfig(**planner),
+    )
     init, update = make_train(wm, loss_cfg, optim_cfg)
     plan_one = make_planner(wm, planner_cfg, discount=loss_cfg.discount)
 

@@ -46,8 +46,13 @@ def evaluate(
     try:
         while not done.all():
             action, carry, _ = agent.act(
-                state, carry, driver.obs, driver.first,
-                key=key_for(seed, "eval", decision), explore=False, plan=plan,
+                state,
+                carry,
+                driver.obs,
+                driver.first,
+                key=key_for(seed, "eval", decision),
+                explore=False,
+                plan=plan,
             )
             step = driver.step(np.asarray(action))
             running += np.where(done, 0.0, step.reward)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from worldmodel.errors import ConfigError
 from worldmodel.model import WorldModel
 
 
@@ -39,7 +40,7 @@ def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Cal
     """
     K = model.num_heads
     if cfg.ensemble not in ("split", "mean"):
-        raise ValueError(f"planner.ensemble must be 'split' or 'mean', got {cfg.ensemble!r}")
+        raise ConfigError(f"planner.ensemble must be 'split' or 'mean', got {cfg.ensemble!r}")
 
     def step_latent(params, z, a):
         if cfg.ensemble == "mean":
@@ -47,7 +48,9 @@ def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Cal
         N = z.shape[0]
         pad = -N % K  # deal candidates round the heads; pad to a multiple of K
         zp, ap = jnp.pad(z, ((0, pad), (0, 0))), jnp.pad(a, ((0, pad), (0, 0)))
-        zk = model.next_split(params, zp.reshape(K, -1, z.shape[-1]), ap.reshape(K, -1, a.shape[-1]))
+        zk = model.next_split(
+            params, zp.reshape(K, -1, z.shape[-1]), ap.reshape(K, -1, a.shape[-1])
+        )
         return zk.reshape(N + pad, -1)[:N]
 
     def value(params, z, actions, *, key):
@@ -73,16 +76,22 @@ def make_planner(model: WorldModel, cfg: PlannerConfig, *, discount: float) -> C
     """Returns plan(params, z (L,), warm (H, A), first (), *, key, explore) -> (action (A,), warm', info)."""
     H, N, P, E, A = cfg.horizon, cfg.num_samples, cfg.num_pi_trajs, cfg.num_elites, model.act_dim
     if not 0 <= P < N or not 0 < E <= N:
-        raise ValueError("planner needs 0 <= num_pi_trajs < num_samples and 0 < num_elites <= num_samples")
+        raise ConfigError(
+            f"planner needs 0 <= num_pi_trajs ({P}) < num_samples ({N}) and "
+            f"0 < num_elites ({E}) <= num_samples; change planner.num_elites or planner.num_samples"
+        )
     value_fn = make_value_fn(model, cfg, discount)
 
     def prior_trajs(params, z, key):
         """P action sequences (P, H, A) from rolling the policy prior in imagination."""
+
         def body(zs, k):
             a, _, _ = model.pi(params, zs, key=k)
             return model.next_mean(params, zs, a), a
 
-        _, acts = jax.lax.scan(body, jnp.broadcast_to(z, (P, z.shape[-1])), jax.random.split(key, H))
+        _, acts = jax.lax.scan(
+            body, jnp.broadcast_to(z, (P, z.shape[-1])), jax.random.split(key, H)
+        )
         return jnp.swapaxes(acts, 0, 1)
 
     def plan(params, z, warm, first, *, key, explore: bool):

@@ -31,14 +31,27 @@ def _crossed(before: int, after: int, every: int) -> bool:
 
 
 def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
-    """Train per `cfg` in `run_dir` (resuming its newest checkpoint if any). Returns the final eval."""
+    """Train per `cfg` in `run_dir` (resuming its newest checkpoint if any).
+
+    Returns the final evaluation ({} when eval.every == 0: no evaluation at all).
+    """
     seed, tc, env_cfg = cfg.seed, cfg.train, cfg.env
-    env = make_env(env_cfg.id, num_envs=env_cfg.num_envs, seed=seed,
-                   action_repeat=env_cfg.action_repeat, max_episode_steps=env_cfg.max_episode_steps)
+    env = make_env(
+        env_cfg.id,
+        num_envs=env_cfg.num_envs,
+        seed=seed,
+        action_repeat=env_cfg.action_repeat,
+        max_episode_steps=env_cfg.max_episode_steps,
+    )
     driver = Driver(env)
-    agent = make_agent(driver.obs_dim, driver.act_dim, model=cfg.section("model"),
-                       loss=cfg.section("loss"), optim=cfg.section("optim"),
-                       planner=cfg.section("planner"))
+    agent = make_agent(
+        driver.obs_dim,
+        driver.act_dim,
+        model=cfg.section("model"),
+        loss=cfg.section("loss"),
+        optim=cfg.section("optim"),
+        planner=cfg.section("planner"),
+    )
     replay = Replay(tc.replay_capacity, driver.obs_dim, driver.act_dim, env_cfg.num_envs)
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
     state = agent.init(key=key_for(seed, "init", 0))
@@ -55,10 +68,16 @@ def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
 
     def run_eval(step: int) -> dict:
         nonlocal last_eval
-        result = {"step": step} | evaluate(agent, state, env_id=env_cfg.id, episodes=cfg.eval.episodes,
-                          seed=seed + cfg.eval.seed_offset, plan=cfg.eval.plan,
-                          action_repeat=env_cfg.action_repeat,
-                          max_episode_steps=env_cfg.max_episode_steps)
+        result = {"step": step} | evaluate(
+            agent,
+            state,
+            env_id=env_cfg.id,
+            episodes=cfg.eval.episodes,
+            seed=seed + cfg.eval.seed_offset,
+            plan=cfg.eval.plan,
+            action_repeat=env_cfg.action_repeat,
+            max_episode_steps=env_cfg.max_episode_steps,
+        )
         emit("eval", step, result)
         last_eval = result
         return result
@@ -74,12 +93,21 @@ def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
     try:
         while env_steps < tc.steps:
             if env_steps < tc.seed_steps:
-                action = np_rng(seed, "seed_action", decisions).uniform(
-                    -1, 1, (env_cfg.num_envs, driver.act_dim)).astype(np.float32)
+                action = (
+                    np_rng(seed, "seed_action", decisions)
+                    .uniform(-1, 1, (env_cfg.num_envs, driver.act_dim))
+                    .astype(np.float32)
+                )
             else:
-                action, carry, _ = agent.act(state, carry, driver.obs, driver.first,
-                                             key=key_for(seed, "act", decisions), explore=True,
-                                             plan=tc.plan)
+                action, carry, _ = agent.act(
+                    state,
+                    carry,
+                    driver.obs,
+                    driver.first,
+                    key=key_for(seed, "act", decisions),
+                    explore=True,
+                    plan=tc.plan,
+                )
                 action = np.asarray(action)
             step = driver.step(action)
             replay.add(step)
@@ -92,8 +120,12 @@ def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
                 n = tc.updates_per_step if pretrained else max(tc.seed_steps, 1)
                 pretrained = True
                 for _ in range(n):
-                    batch = replay.sample(tc.batch_size, tc.horizon, np_rng(seed, "replay", updates))
-                    state, metrics = agent.update(state, batch, key=key_for(seed, "update", updates))
+                    batch = replay.sample(
+                        tc.batch_size, tc.horizon, np_rng(seed, "replay", updates)
+                    )
+                    state, metrics = agent.update(
+                        state, batch, key=key_for(seed, "update", updates)
+                    )
                     updates += 1
             if _crossed(before, env_steps, cfg.log.every) and metrics is not None:
                 now = time.perf_counter()
@@ -110,6 +142,6 @@ def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
     finally:
         env.close()
     save(env_steps)
-    if last_eval.get("step") != env_steps:
+    if cfg.eval.every > 0 and last_eval.get("step") != env_steps:
         run_eval(env_steps)
     return last_eval

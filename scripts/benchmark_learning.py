@@ -41,19 +41,36 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(__file__).parent / "results" / f"learning_{args.task}.json"
     runs = []
     for seed in args.seeds:
-        run_dir = Path("runs") / "bench" / args.task / f"seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = (
+            Path("runs") / "bench" / args.task / f"seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
         start = time.perf_counter()
-        code = train_script.main([args.task, *args.overrides, f"seed={seed}", f"run_dir={run_dir}",
-                                  "log.progress=false"])
+        code = train_script.main(
+            [args.task, *args.overrides, f"seed={seed}", f"run_dir={run_dir}", "log.progress=false"]
+        )
         if code:
             return code
         evals, sps = _curve(run_dir / "metrics.jsonl")
-        runs.append({"seed": seed, "run_dir": str(run_dir), "wall_clock_s": time.perf_counter() - start,
-                     "train_sps_median": sorted(sps)[len(sps) // 2] if sps else None,
-                     "evals": evals})
-        result = {"task": args.task, "command": " ".join(["python -m scripts.benchmark_learning",
-                                                          *(argv if argv is not None else sys.argv[1:])]),
-                  "machine": machine_info(), "runs": runs}
+        runs.append(
+            {
+                "seed": seed,
+                "run_dir": str(run_dir),
+                "wall_clock_s": time.perf_counter() - start,
+                "train_sps_median": sorted(sps)[len(sps) // 2] if sps else None,
+                "evals": evals,
+            }
+        )
+        result = {
+            "task": args.task,
+            "command": " ".join(
+                [
+                    "python -m scripts.benchmark_learning",
+                    *(argv if argv is not None else sys.argv[1:]),
+                ]
+            ),
+            "machine": machine_info(),
+            "runs": runs,
+        }
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=1))

@@ -38,25 +38,44 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{config_path} not found: pass a run folder made by scripts.train")
         cfg = config_from_file(config_path)
         spec = env_spec(cfg.env.id)
-        agent = make_agent(spec["obs_dim"], spec["act_dim"], model=cfg.section("model"),
-                           loss=cfg.section("loss"), optim=cfg.section("optim"),
-                           planner=cfg.section("planner"))
+        agent = make_agent(
+            spec["obs_dim"],
+            spec["act_dim"],
+            model=cfg.section("model"),
+            loss=cfg.section("loss"),
+            optim=cfg.section("optim"),
+            planner=cfg.section("planner"),
+        )
         ckpt = Checkpointer(args.run_dir / "checkpoints")
         state, _, meta = ckpt.restore(agent.init(key=key_for(cfg.seed, "init", 0)), args.step)
         episodes = args.episodes or cfg.eval.episodes
         seed = cfg.seed + cfg.eval.seed_offset if args.seed is None else args.seed
-        result = evaluate(agent, state, env_id=cfg.env.id, episodes=episodes, seed=seed,
-                          plan=not args.no_plan, action_repeat=cfg.env.action_repeat,
-                          max_episode_steps=cfg.env.max_episode_steps)
+        result = evaluate(
+            agent,
+            state,
+            env_id=cfg.env.id,
+            episodes=episodes,
+            seed=seed,
+            plan=not args.no_plan,
+            action_repeat=cfg.env.action_repeat,
+            max_episode_steps=cfg.env.max_episode_steps,
+        )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    result = {"env_id": cfg.env.id, "checkpoint_step": meta["env_steps"], "seed": seed,
-              "plan": not args.no_plan, **result}
+    result = {
+        "env_id": cfg.env.id,
+        "checkpoint_step": meta["env_steps"],
+        "seed": seed,
+        "plan": not args.no_plan,
+        **result,
+    }
     out = args.run_dir / f"eval-{meta['env_steps']}.json"
     out.write_text(json.dumps(result, indent=2))
-    print(f"{cfg.env.id} @ {meta['env_steps']} steps: return {result['mean']:.1f} ± "
-          f"{result['std']:.1f} over {episodes} episodes (seeds {seed}..{seed + episodes - 1})")
+    print(
+        f"{cfg.env.id} @ {meta['env_steps']} steps: return {result['mean']:.1f} ± "
+        f"{result['std']:.1f} over {episodes} episodes (seeds {seed}..{seed + episodes - 1})"
+    )
     return 0
 
 

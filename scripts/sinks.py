@@ -29,8 +29,15 @@ class ConsoleSink:
     def __init__(self, total: int, *, enabled: bool, desc: str):
         from tqdm import tqdm
 
-        self._bar = tqdm(total=total, desc=desc, unit="step", disable=not enabled,
-                         mininterval=0.5, dynamic_ncols=True, file=sys.stderr)
+        self._bar = tqdm(
+            total=total,
+            desc=desc,
+            unit="step",
+            disable=not enabled,
+            mininterval=0.5,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
         self._enabled = enabled
         self._returns: collections.deque = collections.deque(maxlen=10)
         self._post: dict = {}
@@ -44,8 +51,10 @@ class ConsoleSink:
         elif kind == "eval":
             self._post["eval"] = f"{data['mean']:.1f}"
             if not self._enabled:
-                print(f"[{env_step}] eval return {data['mean']:.1f} ± {data['std']:.1f}",
-                      file=sys.stderr)
+                print(
+                    f"[{env_step}] eval return {data['mean']:.1f} ± {data['std']:.1f}",
+                    file=sys.stderr,
+                )
         elif kind == "resume":
             self._bar.write(f"resumed at env step {env_step}")
         self._bar.n = env_step

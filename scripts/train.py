@@ -56,8 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     minutes = (time.perf_counter() - start) / 60
     print(f"run folder: {run_dir}")
-    print(f"final evaluation ({len(result['returns'])} episodes, step {result['step']}): "
-          f"return {result['mean']:.1f} ± {result['std']:.1f}  [{minutes:.1f} min]")
+    if result:
+        print(
+            f"final evaluation ({len(result['returns'])} episodes, step {result['step']}): "
+            f"return {result['mean']:.1f} ± {result['std']:.1f}  [{minutes:.1f} min]"
+        )
+    else:
+        print(f"done in {minutes:.1f} min (no evaluation: eval.every=0)")
     return 0
 
 

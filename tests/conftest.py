@@ -30,12 +30,21 @@ if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
 OBS_DIM, ACT_DIM = 3, 1  # worldmodel/PointMass-v0
 
 
-def random_batch(seed: int, batch: int = 16, horizon: int = 3, obs_dim: int = OBS_DIM,
-                 act_dim: int = ACT_DIM, terminated: float | None = None) -> dict:
+def random_batch(
+    seed: int,
+    batch: int = 16,
+    horizon: int = 3,
+    obs_dim: int = OBS_DIM,
+    act_dim: int = ACT_DIM,
+    terminated: float | None = None,
+) -> dict:
     """Batch-major numpy batch as `Replay.sample` returns it."""
     rng = np.random.default_rng(seed)
-    term = (rng.random((batch, horizon)) < 0.3) if terminated is None else np.full(
-        (batch, horizon), terminated)
+    term = (
+        (rng.random((batch, horizon)) < 0.3)
+        if terminated is None
+        else np.full((batch, horizon), terminated)
+    )
     return {
         "obs": rng.normal(size=(batch, horizon + 1, obs_dim)).astype(np.float32),
         "action": rng.uniform(-1, 1, (batch, horizon, act_dim)).astype(np.float32),
@@ -48,9 +57,13 @@ def perturb(params: dict, seed: int, scale: float = 0.3) -> dict:
     """params + scale * N(0, 1) on every leaf: wakes up the zero-initialised reward/value heads."""
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree.unflatten(treedef, [
-        x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys, strict=True)
-    ])
+    return jax.tree.unflatten(
+        treedef,
+        [
+            x + scale * jax.random.normal(k, x.shape, x.dtype)
+            for x, k in zip(leaves, keys, strict=True)
+        ],
+    )
 
 
 def copy_tree(tree):
@@ -72,12 +85,22 @@ def tiny():
 
     def agent(**planner):
         s = sections
-        return make_agent(OBS_DIM, ACT_DIM, model=s["model"], loss=s["loss"], optim=s["optim"],
-                          planner={**s["planner"], **planner})
+        return make_agent(
+            OBS_DIM,
+            ACT_DIM,
+            model=s["model"],
+            loss=s["loss"],
+            optim=s["optim"],
+            planner={**s["planner"], **planner},
+        )
 
     return types.SimpleNamespace(
-        sections=sections, make_agent=agent,
+        sections=sections,
+        make_agent=agent,
         model=lambda: make_world_model(OBS_DIM, ACT_DIM, **sections["model"]),
-        random_batch=random_batch, perturb=perturb, copy_tree=copy_tree,
-        OBS_DIM=OBS_DIM, ACT_DIM=ACT_DIM,
+        random_batch=random_batch,
+        perturb=perturb,
+        copy_tree=copy_tree,
+        OBS_DIM=OBS_DIM,
+        ACT_DIM=ACT_DIM,
     )

@@ -59,24 +59,36 @@ def test_act_and_update_trace_once(tiny, trace_counter):
     carry = agent.init_carry(2)
     rng = np.random.default_rng(0)
     for i in range(6):
-        action, carry, info = agent.act(state, carry, _obs(rng, 2), rng.random(2) < 0.5,
-                                        key=jax.random.key(i), explore=True)
+        action, carry, info = agent.act(
+            state, carry, _obs(rng, 2), rng.random(2) < 0.5, key=jax.random.key(i), explore=True
+        )
         assert action.shape == (2, 1) and carry.plan_mean.shape == (2, 3, 1)
         state, metrics = agent.update(state, tiny.random_batch(i), key=jax.random.key(100 + i))
     assert agent._act._cache_size() == 1
     assert agent.update._cache_size() == 1
     assert trace_counter["n"] == 1 + 2  # one trace of act, one of update
     for i in range(3):  # a second mode compiles once more, and only once
-        agent.act(state, carry, _obs(rng, 2), np.zeros(2, bool), key=jax.random.key(i),
-                  explore=False)
+        agent.act(
+            state, carry, _obs(rng, 2), np.zeros(2, bool), key=jax.random.key(i), explore=False
+        )
     assert agent._act._cache_size() == 2
     assert trace_counter["n"] == 4
 
 
 def test_training_loop_steps_and_compiles(tiny, trace_counter, monkeypatch, tmp_path):
-    cfg = load_config(["debug", f"env.id={COUNTING_ID}", "env.num_envs=2", "env.action_repeat=2",
-                       "train.steps=160", "train.seed_steps=40", "eval.every=80",
-                       "checkpoint.every=80", "log.every=40"])
+    cfg = load_config(
+        [
+            "debug",
+            f"env.id={COUNTING_ID}",
+            "env.num_envs=2",
+            "env.action_repeat=2",
+            "train.steps=160",
+            "train.seed_steps=40",
+            "eval.every=80",
+            "checkpoint.every=80",
+            "log.every=40",
+        ]
+    )
     created, agents = {}, []
     real_make_env, real_make_agent = trainer_mod.make_env, trainer_mod.make_agent
 
@@ -125,10 +137,12 @@ def test_checkpoint_round_trip_reproduces_next_act_and_update(tiny, tmp_path):
 
     obs, first, key = _obs(np.random.default_rng(1), 1), np.array([False]), jax.random.key(5)
     warm = jnp.full((1, 3, 1), 0.3)
-    a1, c1, _ = agent.act(state, agent.init_carry(1).replace(plan_mean=warm), obs, first,
-                          key=key, explore=True)
-    a2, c2, _ = fresh.act(restored, fresh.init_carry(1).replace(plan_mean=warm), obs, first,
-                          key=key, explore=True)
+    a1, c1, _ = agent.act(
+        state, agent.init_carry(1).replace(plan_mean=warm), obs, first, key=key, explore=True
+    )
+    a2, c2, _ = fresh.act(
+        restored, fresh.init_carry(1).replace(plan_mean=warm), obs, first, key=key, explore=True
+    )
     np.testing.assert_array_equal(a1, a2)
     np.testing.assert_array_equal(c1.plan_mean, c2.plan_mean)
 
@@ -139,8 +153,10 @@ def test_checkpoint_round_trip_reproduces_next_act_and_update(tiny, tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     # the template's own (different) weights would not have reproduced it
     s3, _ = fresh.update(fresh.init(key=jax.random.key(99)), batch, key=key)
-    assert not np.array_equal(np.asarray(s3.params["pi"]["Dense_2"]["kernel"]),
-                              np.asarray(s1.params["pi"]["Dense_2"]["kernel"]))
+    assert not np.array_equal(
+        np.asarray(s3.params["pi"]["Dense_2"]["kernel"]),
+        np.asarray(s1.params["pi"]["Dense_2"]["kernel"]),
+    )
 
 
 def test_policy_only_mode_returns_prior_mean(tiny):
@@ -149,14 +165,17 @@ def test_policy_only_mode_returns_prior_mean(tiny):
     obs = _obs(np.random.default_rng(2), 4)
     carry = agent.init_carry(4).replace(plan_mean=jnp.full((4, 3, 1), 0.25))
     key = jax.random.key(3)
-    action, new_carry, _ = agent.act(state, carry, obs, np.ones(4, bool), key=key, explore=False,
-                                     plan=False)
+    action, new_carry, _ = agent.act(
+        state, carry, obs, np.ones(4, bool), key=key, explore=False, plan=False
+    )
     model = agent.model
     z = jax.jit(model.encode)(state.params, obs)
     expected = jax.jit(model.pi)(state.params, z, key=jax.random.key(0))[2]
     np.testing.assert_allclose(action, expected, rtol=1e-5, atol=1e-6)
     assert float(jnp.abs(expected).max()) > 0.05  # a non-trivial mean
-    np.testing.assert_array_equal(new_carry.plan_mean, carry.plan_mean)  # no planning, no warm start
+    np.testing.assert_array_equal(
+        new_carry.plan_mean, carry.plan_mean
+    )  # no planning, no warm start
     noisy, _, _ = agent.act(state, carry, obs, np.ones(4, bool), key=key, explore=True, plan=False)
     assert bool((jnp.abs(noisy) <= 1).all())
     assert float(jnp.abs(noisy - action).max()) > 1e-4  # explore samples around the mean

@@ -60,9 +60,7 @@ def _replay(n=10):
 
 def _leaves(tree):
     def raw(x):
-        is_key = isinstance(x, jax.Array) and jnp.issubdtype(
-            x.dtype, jax.dtypes.prng_key
-        )
+        is_key = isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
         return np.asarray(jax.random.key_data(x) if is_key else x)
 
     return [raw(x) for x in jax.tree_util.tree_leaves(tree)]

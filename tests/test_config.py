@@ -45,9 +45,7 @@ def cdir(tmp_path):
         "model: {latent_dim: 16, ensemble: 2}\ntrain: {batch_size: 32}\n",
     )
     _write(d / "tiny.yaml", "model: {latent_dim: 8}\n")
-    _write(
-        d / "tasks" / "cheetah.yaml", "train: {total_steps: 3e5}\nrun_name: cheetah\n"
-    )
+    _write(d / "tasks" / "cheetah.yaml", "train: {total_steps: 3e5}\nrun_name: cheetah\n")
     return d
 
 
@@ -111,13 +109,10 @@ def test_null_default_and_lists(cdir):
 def test_unknown_key_names_key_and_suggestion(cdir):
     with pytest.raises(ConfigError) as excinfo:
         load_config(["model.latnet_dim=3"], configs_dir=cdir)
-    assert (
-        "unknown config key 'model.latnet_dim' (did you mean 'model.latent_dim'?)"
-        in (_message(excinfo))
+    assert "unknown config key 'model.latnet_dim' (did you mean 'model.latent_dim'?)" in (
+        _message(excinfo)
     )
-    with pytest.raises(
-        ConfigError, match="'train.latent_dim' .did you mean 'model.latent_dim'"
-    ):
+    with pytest.raises(ConfigError, match="'train.latent_dim' .did you mean 'model.latent_dim'"):
         load_config(["train.latent_dim=3"], configs_dir=cdir)
     _write(cdir / "bad.yaml", "train:\n  batchsize: 3\n")
     with pytest.raises(ConfigError) as excinfo:

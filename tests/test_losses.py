@@ -70,10 +70,13 @@ def _reference_loss(model, cfg, params, target_q, batch, key):
             z = nxt(params, z, act[t])[k]
             traj.append(z)
         heads.append(traj)
-    consistency = sum(
-        cfg.rho**t * np.mean([np.mean((f64(heads[k][t]) - next_z[t]) ** 2) for k in range(K)])
-        for t in range(H)
-    ) / H
+    consistency = (
+        sum(
+            cfg.rho**t * np.mean([np.mean((f64(heads[k][t]) - next_z[t]) ** 2) for k in range(K)])
+            for t in range(H)
+        )
+        / H
+    )
 
     zs = [z0] + [jnp.mean(jnp.stack([heads[k][t] for k in range(K)]), 0) for t in range(H)]
     reward_loss = continue_loss = value_loss = 0.0
@@ -84,19 +87,32 @@ def _reference_loss(model, cfg, params, target_q, batch, key):
         r_log, c_log = rew_logits(params, zs[t], act[t])
         reward_loss += cfg.rho**t * ce(r_log, rew[t]).mean() / H
         c = f64(c_log)
-        bce = -(term[t] * np.log(1 / (1 + np.exp(-c))) + (1 - term[t]) * np.log(1 / (1 + np.exp(c))))
+        bce = -(
+            term[t] * np.log(1 / (1 + np.exp(-c))) + (1 - term[t]) * np.log(1 / (1 + np.exp(c)))
+        )
         continue_loss += cfg.rho**t * bce.mean() / H
-        q_next = _decode(f64(q_logits(target_q, jnp.asarray(next_z[t], jnp.float32), next_a[t])),
-                         vmin, vmax).min(0)
+        q_next = _decode(
+            f64(q_logits(target_q, jnp.asarray(next_z[t], jnp.float32), next_a[t])), vmin, vmax
+        ).min(0)
         td = rew[t] + cfg.discount * (1 - term[t]) * q_next
         td_all.append(td)
         q_log = f64(q_logits(params["q"], zs[t], act[t]))  # (Q, B, bins)
-        value_loss += cfg.rho**t * np.mean([ce(q_log[i], td).mean() for i in range(model.num_q)]) / H
-    total = (cfg.consistency_coef * consistency + cfg.reward_coef * reward_loss
-             + cfg.value_coef * value_loss + cfg.continue_coef * continue_loss)
-    return total, {"consistency_loss": consistency, "reward_loss": reward_loss,
-                   "continue_loss": continue_loss, "value_loss": value_loss,
-                   "td_target": np.mean(td_all)}
+        value_loss += (
+            cfg.rho**t * np.mean([ce(q_log[i], td).mean() for i in range(model.num_q)]) / H
+        )
+    total = (
+        cfg.consistency_coef * consistency
+        + cfg.reward_coef * reward_loss
+        + cfg.value_coef * value_loss
+        + cfg.continue_coef * continue_loss
+    )
+    return total, {
+        "consistency_loss": consistency,
+        "reward_loss": reward_loss,
+        "continue_loss": continue_loss,
+        "value_loss": value_loss,
+        "td_target": np.mean(td_all),
+    }
 
 
 def _loss_fn(model, cfg):
@@ -122,8 +138,14 @@ def test_rollout_heads_scan_equals_python_loop(setup):
 
 def test_world_model_loss_matches_reference(setup, tiny):
     model, params, target_q = setup
-    cfg = LossConfig(rho=0.7, consistency_coef=3.0, reward_coef=0.5, value_coef=0.25,
-                     continue_coef=2.0, discount=0.9)
+    cfg = LossConfig(
+        rho=0.7,
+        consistency_coef=3.0,
+        reward_coef=0.5,
+        value_coef=0.25,
+        continue_coef=2.0,
+        discount=0.9,
+    )
     batch = to_time_major(tiny.random_batch(7, batch=B, horizon=H))
     batch = jax.tree.map(np.asarray, batch)
     assert 0 < batch["terminated"].sum() < batch["terminated"].size
@@ -183,20 +205,29 @@ def test_update_polyak_targets_and_determinism(train_fns, tiny):
 
     tau = optim.tau
     for old_t, old_online, new_q, new_t in zip(
-        jax.tree.leaves(old_target), jax.tree.leaves(old_q),
-        jax.tree.leaves(new_a.params["q"]), jax.tree.leaves(new_a.target_q), strict=True,
+        jax.tree.leaves(old_target),
+        jax.tree.leaves(old_q),
+        jax.tree.leaves(new_a.params["q"]),
+        jax.tree.leaves(new_a.target_q),
+        strict=True,
     ):
-        np.testing.assert_allclose(new_t, (1 - tau) * old_t + tau * np.asarray(new_q),
-                                   rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(
+            new_t, (1 - tau) * old_t + tau * np.asarray(new_q), rtol=1e-6, atol=1e-7
+        )
         assert not np.allclose(new_q, old_online)  # the critics did move
     # the targets moved by tau only: far closer to the old targets than to the critics
     lt, lq = jax.tree.leaves(old_target)[0], jax.tree.leaves(new_a.params["q"])[0]
-    assert np.abs(np.asarray(jax.tree.leaves(new_a.target_q)[0]) - lt).max() < 0.05 * np.abs(
-        np.asarray(lq) - lt).max()
+    assert (
+        np.abs(np.asarray(jax.tree.leaves(new_a.target_q)[0]) - lt).max()
+        < 0.05 * np.abs(np.asarray(lq) - lt).max()
+    )
 
-    for x, y in zip(jax.tree.leaves((new_a, metrics_a)), jax.tree.leaves((new_b, metrics_b)),
-                    strict=True):
+    for x, y in zip(
+        jax.tree.leaves((new_a, metrics_a)), jax.tree.leaves((new_b, metrics_b)), strict=True
+    ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     other, _ = update(tiny.copy_tree(state), batch, key=jax.random.key(10))
-    assert not np.array_equal(np.asarray(other.params["pi"]["Dense_2"]["kernel"]),
-                              np.asarray(new_a.params["pi"]["Dense_2"]["kernel"]))
+    assert not np.array_equal(
+        np.asarray(other.params["pi"]["Dense_2"]["kernel"]),
+        np.asarray(new_a.params["pi"]["Dense_2"]["kernel"]),
+    )

@@ -14,22 +14,26 @@ from worldmodel import ops
 def test_symlog_symexp_values_and_inverse():
     x = jnp.array([0.0, 1.0, -3.0, math.e - 1.0])
     np.testing.assert_allclose(ops.symlog(x), [0.0, math.log(2), -math.log(4), 1.0], rtol=1e-6)
-    np.testing.assert_allclose(ops.symexp(jnp.array([math.log(2), -math.log(4), 0.0])),
-                               [1.0, -3.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(
+        ops.symexp(jnp.array([math.log(2), -math.log(4), 0.0])), [1.0, -3.0, 0.0], rtol=1e-6
+    )
     big = jnp.array([-1e4, -7.5, -1e-3, 0.0, 2e-3, 0.5, 42.0, 1e4])
     np.testing.assert_allclose(ops.symexp(ops.symlog(big)), big, rtol=1e-5)
 
 
 # 5 bins on [-2, 2]: centres -2, -1, 0, 1, 2 (symlog space). x is chosen by its symlog value.
-@pytest.mark.parametrize(("symlog_x", "expected"), [
-    (1.0, [0, 0, 0, 1, 0]),  # exactly on a centre
-    (0.0, [0, 0, 1, 0, 0]),
-    (0.25, [0, 0, 0.75, 0.25, 0]),  # between 0 and 1
-    (-1.5, [0.5, 0.5, 0, 0, 0]),
-    (2.0, [0, 0, 0, 0, 1]),  # the top centre itself
-    (13.8, [0, 0, 0, 0, 1]),  # clipped above
-    (-13.8, [1, 0, 0, 0, 0]),  # clipped below
-])
+@pytest.mark.parametrize(
+    ("symlog_x", "expected"),
+    [
+        (1.0, [0, 0, 0, 1, 0]),  # exactly on a centre
+        (0.0, [0, 0, 1, 0, 0]),
+        (0.25, [0, 0, 0.75, 0.25, 0]),  # between 0 and 1
+        (-1.5, [0.5, 0.5, 0, 0, 0]),
+        (2.0, [0, 0, 0, 0, 1]),  # the top centre itself
+        (13.8, [0, 0, 0, 0, 1]),  # clipped above
+        (-13.8, [1, 0, 0, 0, 0]),  # clipped below
+    ],
+)
 def test_two_hot_by_hand(symlog_x, expected):
     x = math.copysign(math.expm1(abs(symlog_x)), symlog_x)
     np.testing.assert_allclose(ops.two_hot(jnp.float32(x), 5, -2.0, 2.0), expected, atol=1e-6)
@@ -59,12 +63,13 @@ def test_sigmoid_bce_matches_naive_and_is_stable():
     target = np.array([0.0, 0.3, 1.0])[None, :]
     p = 1 / (1 + np.exp(-logit))
     naive = -(target * np.log(p) + (1 - target) * np.log(1 - p))
-    np.testing.assert_allclose(ops.sigmoid_bce(jnp.asarray(logit), jnp.asarray(target)), naive,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        ops.sigmoid_bce(jnp.asarray(logit), jnp.asarray(target)), naive, rtol=1e-5
+    )
     big = jnp.array([100.0, 100.0, -100.0, -100.0])
     t = jnp.array([1.0, 0.0, 0.0, 1.0])
     np.testing.assert_allclose(ops.sigmoid_bce(big, t), [0.0, 100.0, 0.0, 100.0], atol=1e-4)
-    grad = jax.grad(lambda l: ops.sigmoid_bce(l, t).sum())(big)
+    grad = jax.grad(lambda logit: ops.sigmoid_bce(logit, t).sum())(big)
     np.testing.assert_allclose(grad, [0.0, 1.0, 0.0, -1.0], atol=1e-6)  # sigmoid(l) - t
 
 
@@ -73,8 +78,9 @@ def test_simnorm_groups_are_softmaxes():
     y = ops.simnorm(x, 4)
     assert y.shape == (2, 12) and bool((y > 0).all())
     np.testing.assert_allclose(y.reshape(2, 3, 4).sum(-1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(ops.simnorm(jnp.array([0.0, math.log(3)]), 2), [0.25, 0.75],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        ops.simnorm(jnp.array([0.0, math.log(3)]), 2), [0.25, 0.75], rtol=1e-6
+    )
 
 
 def test_tanh_gaussian_log_prob_is_change_of_variables():
@@ -85,8 +91,9 @@ def test_tanh_gaussian_log_prob_is_change_of_variables():
     a64 = np.asarray(a, np.float64)
     assert np.abs(a64).max() < 0.999  # keeps arctanh well conditioned
     u = np.arctanh(a64)
-    ref = (stats.norm.logpdf(u, np.asarray(mean), np.exp(np.asarray(log_std)))
-           - np.log(1 - a64**2)).sum(-1)
+    ref = (
+        stats.norm.logpdf(u, np.asarray(mean), np.exp(np.asarray(log_std))) - np.log(1 - a64**2)
+    ).sum(-1)
     np.testing.assert_allclose(log_prob, ref, rtol=1e-4, atol=1e-4)
 
 

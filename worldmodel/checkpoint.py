@@ -63,9 +63,7 @@ def _signature(tree: Any) -> dict[str, str]:
     return signature
 
 
-def _check_signature(
-    saved: dict[str, str], template: dict[str, str], where: str
-) -> None:
+def _check_signature(saved: dict[str, str], template: dict[str, str], where: str) -> None:
     """Raise CheckpointError naming the first leaf that differs between the two."""
     if saved == template:
         return
@@ -75,9 +73,7 @@ def _check_signature(
         raise CheckpointError(f"{prefix} leaf {extra[0]} is missing from the template")
     for path, expected in template.items():
         if path not in saved:
-            raise CheckpointError(
-                f"{prefix} leaf {path} is missing from the checkpoint"
-            )
+            raise CheckpointError(f"{prefix} leaf {path} is missing from the checkpoint")
         if saved[path] != expected:
             raise CheckpointError(
                 f"{prefix} leaf {path} is {saved[path]} there, {expected} in the template"
@@ -128,9 +124,7 @@ class Checkpointer:
         steps = self.all_steps()
         return steps[-1] if steps else None
 
-    def save(
-        self, step: int, *, state: Any, replay: dict[str, np.ndarray], meta: dict
-    ) -> None:
+    def save(self, step: int, *, state: Any, replay: dict[str, np.ndarray], meta: dict) -> None:
         """Write checkpoint `step`: `state` (any JAX pytree), `replay` arrays, `meta`
         (json-serialisable). Returns once the checkpoint is complete on disk.
 
@@ -145,9 +139,7 @@ class Checkpointer:
             arrays[str(key)] = array
         manager = self._get_manager(create=True)
         if step in manager.all_steps():
-            raise CheckpointError(
-                f"checkpoint step {step} already exists in {self.directory}"
-            )
+            raise CheckpointError(f"checkpoint step {step} already exists in {self.directory}")
         replay_path = self._replay_path(step)
         replay_path.parent.mkdir(exist_ok=True)
         _write_npz(replay_path, arrays)  # before the orbax commit, see module docstring
@@ -200,9 +192,7 @@ class Checkpointer:
         if not isinstance(manifest, dict) or manifest.keys() != {"replay", "state"}:
             raise CheckpointError(f"{where} is corrupt (malformed manifest)")
         _check_signature(manifest["state"], _signature(template_state), where)
-        abstract = jax.tree_util.tree_map(
-            ocp.utils.to_shape_dtype_struct, template_state
-        )
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template_state)
         restored = self._restore_items(
             step,
             where,
@@ -223,9 +213,7 @@ class Checkpointer:
     def _load_replay(self, step: int, record: dict) -> dict[str, np.ndarray]:
         path = self._replay_path(step)
         if not path.is_file():
-            raise CheckpointError(
-                f"checkpoint step {step}: replay file {path} is missing"
-            )
+            raise CheckpointError(f"checkpoint step {step}: replay file {path} is missing")
         size = path.stat().st_size
         if size != record["bytes"]:
             raise CheckpointError(

@@ -71,9 +71,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
     return result
 
 
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -86,19 +84,13 @@ def _read_yaml(path: Path) -> dict:
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = (
-            f" line {mark.line + 1} column {mark.column + 1}"
-            if mark is not None
-            else ""
-        )
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e)
         raise _fail(f"malformed YAML in {str(path)!r}{where}: {problem}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise _fail(
-            f"config file {str(path)!r} must be a mapping, not {_type_name(data)}"
-        )
+        raise _fail(f"config file {str(path)!r} must be a mapping, not {_type_name(data)}")
     return data
 
 
@@ -131,24 +123,16 @@ def _coerce(key: str, default: Any, value: Any, source: str) -> Any:
         value = value if number is None else number
         if value is None or isinstance(value, _SCALARS):
             return value
-        raise _fail(
-            f"config key {key!r} expects a scalar or null, got {given} ({source})"
-        )
+        raise _fail(f"config key {key!r} expects a scalar or null, got {given} ({source})")
     expected = _type_name(default)
     if value is None:
-        raise _fail(
-            f"config key {key!r} cannot be null (expected {expected}) ({source})"
-        )
+        raise _fail(f"config key {key!r} cannot be null (expected {expected}) ({source})")
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int | float):
         if _sci_number(value) is not None:
             number = float(value)
-            value = (
-                int(number)
-                if isinstance(default, int) and number.is_integer()
-                else number
-            )
+            value = int(number) if isinstance(default, int) and number.is_integer() else number
         if isinstance(default, int):
             ok = isinstance(value, int) and not isinstance(value, bool)
         else:
@@ -162,9 +146,7 @@ def _coerce(key: str, default: Any, value: Any, source: str) -> Any:
         ok = type(value) is type(default)
     if not ok:
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise _fail(
-            f"config key {key!r} expects {expected}, got {given} {shown} ({source})"
-        )
+        raise _fail(f"config key {key!r} expects {expected}, got {given} {shown} ({source})")
     return value
 
 
@@ -186,9 +168,7 @@ def _merge(
     merged = dict(base)
     for key, value in overlay.items():
         if not isinstance(key, str):
-            raise _fail(
-                f"config keys must be strings, got {key!r} under {prefix!r} ({source})"
-            )
+            raise _fail(f"config keys must be strings, got {key!r} under {prefix!r} ({source})")
         dotted = prefix + key
         if key not in schema:
             raise _fail(f"{_unknown_key(dotted, root)} ({source})")
@@ -208,9 +188,7 @@ def _merge(
             )
         elif isinstance(value, Mapping):
             expected = "a scalar" if default is None else _type_name(default)
-            raise _fail(
-                f"config key {dotted!r} expects {expected}, got a section ({source})"
-            )
+            raise _fail(f"config key {dotted!r} expects {expected}, got a section ({source})")
         else:
             merged[key] = _coerce(dotted, default, value, source)
     return merged
@@ -233,9 +211,7 @@ def _parse_override(arg: str) -> dict:
     if not key:
         raise _fail(f"override {arg!r} has no key (expected key.path=value)")
     if not _KEY_RE.match(key):
-        raise _fail(
-            f"override {arg!r} has a malformed key {key!r} (expected key.path=value)"
-        )
+        raise _fail(f"override {arg!r} has a malformed key {key!r} (expected key.path=value)")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -318,9 +294,7 @@ class Config(Mapping):
         """Plain dict copy of one top-level section, so a component gets only its slice."""
         if name not in self._data or not isinstance(self._data[name], Config):
             sections = [k for k, v in self._data.items() if isinstance(v, Config)]
-            raise KeyError(
-                f"config has no section {name!r} (sections: {', '.join(sections)})"
-            )
+            raise KeyError(f"config has no section {name!r} (sections: {', '.join(sections)})")
         return self._data[name].to_dict()
 
     def replace(self, **dotted: Any) -> Config:
@@ -329,16 +303,12 @@ class Config(Mapping):
         Only for a Config built by `load_config`/`config_from_file` (it knows the schema).
         """
         if self._schema is None:
-            raise TypeError(
-                "replace() needs a root Config from load_config or config_from_file"
-            )
+            raise TypeError("replace() needs a root Config from load_config or config_from_file")
         data = self.to_dict()
         for key, value in dotted.items():
             if not _KEY_RE.match(key):
                 raise _fail(f"malformed config key {key!r} in replace()")
-            data = _merge(
-                data, _nest(key, value), schema=self._schema, source="replace()"
-            )
+            data = _merge(data, _nest(key, value), schema=self._schema, source="replace()")
         return Config(data, _schema=self._schema)
 
 
@@ -395,9 +365,7 @@ def load_config(
         path = _resolve_overlay(name, configs_dir)
         data = _merge(data, _read_yaml(path), schema=defaults, source=str(path))
     for arg in overrides:
-        data = _merge(
-            data, _parse_override(arg), schema=defaults, source=f"override {arg!r}"
-        )
+        data = _merge(data, _parse_override(arg), schema=defaults, source=f"override {arg!r}")
     return Config(data, _schema=defaults)
 
 

@@ -100,8 +100,14 @@ def world_model_loss(
 
 
 def policy_loss(
-    model: WorldModel, cfg: LossConfig, pi_params: dict, params: dict, zs: jax.Array, scale: jax.Array,
-    *, key: jax.Array,
+    model: WorldModel,
+    cfg: LossConfig,
+    pi_params: dict,
+    params: dict,
+    zs: jax.Array,
+    scale: jax.Array,
+    *,
+    key: jax.Array,
 ):
     """Policy-prior loss on detached latents zs (T, B, L): maximise Q/scale plus a small entropy bonus.
 

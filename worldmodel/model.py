@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from worldmodel import ops
+from worldmodel.errors import ConfigError
 from worldmodel.networks import MLP, StateActionMLP, ensemble
 
 
@@ -36,12 +37,12 @@ class WorldModel:
 
     def __post_init__(self):
         if self.latent_dim % self.simnorm_group:
-            raise ValueError(
+            raise ConfigError(
                 f"model.latent_dim={self.latent_dim} must be divisible by "
                 f"model.simnorm_group={self.simnorm_group}"
             )
         if self.num_heads < 2:
-            raise ValueError("model.num_heads must be >= 2: disagreement needs an ensemble")
+            raise ConfigError("model.num_heads must be >= 2: disagreement needs an ensemble")
         hidden = (self.hidden_dim,) * self.num_layers
         L, g = self.latent_dim, self.simnorm_group
         object.__setattr__(self, "_encoder", MLP((self.hidden_dim,), L, simnorm_group=g))

@@ -17,7 +17,7 @@ from worldmodel import ops
 
 
 class MLP(nn.Module):
-    """(..., in) -> (..., out). Hidden layers with LayerNorm+Mish; `zero_init` zeroes the last layer
+    """(..., in) -> (..., out). Hidden layers Dense+LayerNorm+SiLU; `zero_init` zeroes the last layer
     (reward and value heads start by predicting 0); `simnorm_group` > 0 applies SimNorm to the output."""
 
     hidden: Sequence[int]

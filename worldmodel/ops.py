@@ -35,9 +35,10 @@ def two_hot(x: jax.Array, num_bins: int, vmin: float, vmax: float) -> jax.Array:
     pos = (y - vmin) / width
     lo = jnp.clip(jnp.floor(pos), 0, num_bins - 2).astype(jnp.int32)
     frac = pos - lo
-    return jax.nn.one_hot(lo, num_bins) * (1.0 - frac)[..., None] + jax.nn.one_hot(
-        lo + 1, num_bins
-    ) * frac[..., None]
+    return (
+        jax.nn.one_hot(lo, num_bins) * (1.0 - frac)[..., None]
+        + jax.nn.one_hot(lo + 1, num_bins) * frac[..., None]
+    )
 
 
 def two_hot_inv(logits: jax.Array, vmin: float, vmax: float) -> jax.Array:

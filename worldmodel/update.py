@@ -114,7 +114,7 @@ def make_train(
             pi_entropy=pi_aux["entropy"],
             q_mean=pi_aux["q"].mean(),
             q_scale=q_scale,
-            grad_norm=optax.global_norm(grads),
+            grad_norm=optax.tree.norm(grads),
         )
         new_state = TrainState(
             params=params,
