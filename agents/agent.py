@@ -40,7 +40,9 @@ class Agent:
     _act: Callable
 
     def init_carry(self, num_envs: int) -> Carry:
-        return Carry(plan_mean=jnp.zeros((num_envs, self.planner_cfg.horizon, self.model.act_dim)))
+        # Committed to a device like the carry `act` returns, so the second call does not retrace.
+        zeros = jnp.zeros((num_envs, self.planner_cfg.horizon, self.model.act_dim))
+        return Carry(plan_mean=jax.device_put(zeros, jax.devices()[0]))
 
     def act(
         self, state: TrainState, carry: Carry, obs, first, *, key, explore: bool, plan: bool = True

@@ -31,33 +31,50 @@ class PlannerConfig:
     ensemble: str = "split"  # 'split': head k imagines every K-th candidate; 'mean': head average
 
 
-def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Callable:
-    """value(params, z (N, L), actions (N, H, A), *, key) -> (N,) imagined discounted return.
+def make_latent_step(model: WorldModel, ensemble: str) -> Callable:
+    """step(params, z (N, L), a (N, A), head) -> next z (N, L) as the planner imagines it.
 
-    G = sum_t gamma^t alive_t r_t + gamma^H alive_H Q(z_H, pi(z_H)), alive_t = prod (1 - p_term).
-    With ensemble='split' the N candidates are dealt to the K heads, so a plan costs
-    one head's compute and a candidate that only one head likes is not trusted by all.
+    'random': every row steps with dynamics head `head` (drawn per MPPI iteration by the caller):
+    candidates within an iteration are compared under one belief, iterations see different
+    heads, and a step costs one head. 'split': row blocks are dealt to the K heads (cheap, but
+    candidates are then judged by different heads). 'mean': the heads' average (K times the cost).
     """
     K = model.num_heads
-    if cfg.ensemble not in ("split", "mean"):
-        raise ConfigError(f"planner.ensemble must be 'split' or 'mean', got {cfg.ensemble!r}")
+    if ensemble not in ("random", "split", "mean"):
+        raise ConfigError(f"planner.ensemble must be 'random', 'split' or 'mean', got {ensemble!r}")
 
-    def step_latent(params, z, a):
-        if cfg.ensemble == "mean":
+    def step(params, z, a, head):
+        if ensemble == "random":
+            return model.next_head(params, z, a, head)
+        if ensemble == "mean":
             return model.next_mean(params, z, a)
         N = z.shape[0]
-        pad = -N % K  # deal candidates round the heads; pad to a multiple of K
+        pad = -N % K
         zp, ap = jnp.pad(z, ((0, pad), (0, 0))), jnp.pad(a, ((0, pad), (0, 0)))
         zk = model.next_split(
             params, zp.reshape(K, -1, z.shape[-1]), ap.reshape(K, -1, a.shape[-1])
         )
         return zk.reshape(N + pad, -1)[:N]
 
+    return step
+
+
+def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Callable:
+    """value(params, z (N, L), actions (N, H, A), *, key) -> (N,) imagined discounted return.
+
+    G = sum_t gamma^t alive_t r_t + gamma^H alive_H Q(z_H, pi(z_H)), alive_t = prod (1 - p_term).
+    Latents step with `make_latent_step(model, cfg.ensemble)`.
+    """
+    step_latent = make_latent_step(model, cfg.ensemble)
+
     def value(params, z, actions, *, key):
+        key_head, key = jax.random.split(key)
+        head = jax.random.randint(key_head, (), 0, model.num_heads)
+
         def body(carry, a):
             z, ret, disc, alive = carry
             r, p_term = model.reward(params, z, a)
-            z = step_latent(params, z, a)
+            z = step_latent(params, z, a, head)
             ret = ret + disc * alive * r
             alive = alive * (1.0 - p_term)
             return (z, ret, disc * discount, alive), None
@@ -81,13 +98,16 @@ def make_planner(model: WorldModel, cfg: PlannerConfig, *, discount: float) -> C
             f"0 < num_elites ({E}) <= num_samples; change planner.num_elites or planner.num_samples"
         )
     value_fn = make_value_fn(model, cfg, discount)
+    step_latent = make_latent_step(model, cfg.ensemble)
 
     def prior_trajs(params, z, key):
         """P action sequences (P, H, A) from rolling the policy prior in imagination."""
 
+        head = jax.random.randint(jax.random.fold_in(key, 1), (), 0, model.num_heads)
+
         def body(zs, k):
             a, _, _ = model.pi(params, zs, key=k)
-            return model.next_mean(params, zs, a), a
+            return step_latent(params, zs, a, head), a
 
         _, acts = jax.lax.scan(
             body, jnp.broadcast_to(z, (P, z.shape[-1])), jax.random.split(key, H)

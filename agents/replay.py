@@ -109,13 +109,24 @@ class Replay:
             self._refresh(horizon, np.arange(self.slots))
         return self._count[horizon]
 
-    def sample(self, batch_size: int, horizon: int, rng: np.random.Generator) -> dict:
-        """B sub-sequences of H transitions, uniformly over valid starts.
+    def sample(
+        self, batch_size: int, horizon: int, rng: np.random.Generator, *, pad: bool = True
+    ) -> dict:
+        """B sub-sequences of H transitions.
+
+        pad=True (training): starts are uniform over every stored transition; a window that
+        runs past its episode's end (or the newest slot) is padded and `mask` (B, H) is 0 from
+        there on. So an episode's last transitions, terminal ones included, appear at every
+        position of the window, first position included (without this, the value and
+        termination heads would never see a terminal transition from an encoded latent).
+        pad=False: starts uniform over windows lying wholly inside one episode (mask all 1).
 
         Returns obs (B, H+1, D) float32 with obs[:, k+1] = next_obs of transition k (so the
-        last one may be a true final obs), action (B, H, A) float32, reward (B, H) float32,
-        terminated (B, H) float32.
+        last valid one may be a true final obs; padding repeats it), action (B, H, A) float32
+        (0 in padding), reward (B, H), terminated (B, H) and mask (B, H), all float32.
         """
+        if pad:
+            return self._sample_padded(batch_size, horizon, rng)
         count = self.num_valid(horizon)
         if count == 0:
             raise ValueError(
@@ -138,14 +149,37 @@ class Replay:
                 starts.append(s[ok][:need])
                 need -= len(envs[-1])
             env, start = np.concatenate(envs), np.concatenate(starts)
+        return self._gather(env, start, np.ones((batch_size, horizon), bool))
+
+    def _sample_padded(self, batch_size: int, horizon: int, rng: np.random.Generator) -> dict:
+        if self.size == 0:
+            raise ValueError("the replay is empty")
+        env = rng.integers(0, self.num_envs, batch_size)
+        oldest = self.pos if self.size == self.slots else 0
+        age = rng.integers(0, self.size, batch_size)  # uniform over stored transitions
+        start = (oldest + age) % self.slots
         t = (start[:, None] + np.arange(horizon)) % self.slots  # (B, H)
+        same = self.episode[env[:, None], t] == self.episode[env, start][:, None]
+        stored = age[:, None] + np.arange(horizon) < self.size
+        valid = np.logical_and.accumulate(same & stored, axis=1)
+        return self._gather(env, start, valid)
+
+    def _gather(self, env: np.ndarray, start: np.ndarray, valid: np.ndarray) -> dict:
+        """Batch for windows (env, start) of H = valid.shape[1] slots; invalid slots padded."""
+        horizon = valid.shape[1]
+        # Padding repeats the last valid slot, so padded next_obs equal the final observation.
+        last = valid.sum(axis=1, keepdims=True) - 1  # >= 0: the start slot is always valid
+        k = np.minimum(np.arange(horizon)[None, :], last)
+        t = (start[:, None] + k) % self.slots  # (B, H)
         e = env[:, None]
         obs = np.concatenate([self.obs[env, start][:, None], self.next_obs[e, t]], axis=1)
+        mask = valid.astype(np.float32)
         return {
             "obs": obs,
-            "action": self.action[e, t],
-            "reward": self.reward[e, t],
-            "terminated": self.terminated[e, t].astype(np.float32),
+            "action": self.action[e, t] * mask[..., None],
+            "reward": self.reward[e, t] * mask,
+            "terminated": self.terminated[e, t].astype(np.float32) * mask,
+            "mask": mask,
         }
 
     def state_dict(self) -> dict[str, np.ndarray]:

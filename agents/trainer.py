@@ -64,7 +64,7 @@ def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
     driver.env_steps = env_steps
     driver.reset(seed=int(np_rng(seed, "reset", env_steps).integers(2**31)))
     carry = agent.init_carry(env_cfg.num_envs)
-    metrics, pretrained, last_eval = None, env_steps > tc.seed_steps, {}
+    metrics, pretrained, last_eval = None, env_steps >= tc.seed_steps, {}
 
     def run_eval(step: int) -> dict:
         nonlocal last_eval

@@ -37,32 +37,35 @@ def random_batch(
     obs_dim: int = OBS_DIM,
     act_dim: int = ACT_DIM,
     terminated: float | None = None,
+    padded: bool = True,
 ) -> dict:
-    """Batch-major numpy batch as `Replay.sample` returns it."""
+    """Batch-major numpy batch shaped like `Replay.sample`'s: obs (B, H+1, D), action (B, H, A),
+    reward, terminated, mask (B, H). padded: some rows end early (mask 0 and zero data after)."""
     rng = np.random.default_rng(seed)
-    term = (
-        (rng.random((batch, horizon)) < 0.3)
-        if terminated is None
-        else np.full((batch, horizon), terminated)
+    if terminated is None:
+        term = (rng.random((batch, horizon)) < 0.3).astype(np.float32)
+    else:
+        term = np.full((batch, horizon), terminated, np.float32)
+    length = np.where(rng.random(batch) < 0.5, rng.integers(1, horizon + 1, batch), horizon)
+    mask = (np.arange(horizon)[None] < length[:, None] if padded else np.ones_like(term)).astype(
+        np.float32
     )
     return {
         "obs": rng.normal(size=(batch, horizon + 1, obs_dim)).astype(np.float32),
-        "action": rng.uniform(-1, 1, (batch, horizon, act_dim)).astype(np.float32),
-        "reward": rng.uniform(-3, 3, (batch, horizon)).astype(np.float32),
-        "terminated": term.astype(np.float32),
+        "action": rng.uniform(-1, 1, (batch, horizon, act_dim)).astype(np.float32)
+        * mask[..., None],
+        "reward": rng.uniform(-3, 3, (batch, horizon)).astype(np.float32) * mask,
+        "terminated": term * mask,
+        "mask": mask,
     }
 
 
 def perturb(params: dict, seed: int, scale: float = 0.3) -> dict:
-    """params + scale * N(0, 1) on every leaf: wakes up the zero-initialised reward/value heads."""
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree.unflatten(
-        treedef,
-        [
-            x + scale * jax.random.normal(k, x.shape, x.dtype)
-            for x, k in zip(leaves, keys, strict=True)
-        ],
+    """params + scale * N(0, 1) on every leaf: wakes up the zero-initialised reward/value heads.
+    (numpy noise: no per-shape eager XLA compiles.)"""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda x: jnp.asarray(np.asarray(x) + scale * rng.normal(size=x.shape), x.dtype), params
     )
 
 
@@ -74,8 +77,9 @@ def copy_tree(tree):
 @pytest.fixture(scope="session")
 def tiny():
     """Namespace: `sections` (debug config sections), `make_agent(**planner_overrides)` (a fresh
-    agent, so fresh jit caches), `model()` (a WorldModel of the debug sizes), and the helpers
-    `random_batch`, `perturb`, `copy_tree`, `OBS_DIM`, `ACT_DIM`."""
+    agent, so fresh jit caches), `model()` (the WorldModel of the debug sizes), `init_params(seed)`
+    (its fresh params, one compile per session), and the helpers `random_batch`, `perturb`,
+    `copy_tree`, `OBS_DIM`, `ACT_DIM`."""
     from agents.agent import make_agent
     from worldmodel.config import load_config
     from worldmodel.model import make_world_model
@@ -94,10 +98,14 @@ def tiny():
             planner={**s["planner"], **planner},
         )
 
+    model = make_world_model(OBS_DIM, ACT_DIM, **sections["model"])
+    init = jax.jit(lambda key: model.init(key=key))
+
     return types.SimpleNamespace(
         sections=sections,
         make_agent=agent,
-        model=lambda: make_world_model(OBS_DIM, ACT_DIM, **sections["model"]),
+        model=lambda: model,
+        init_params=lambda seed: init(jax.random.key(seed)),
         random_batch=random_batch,
         perturb=perturb,
         copy_tree=copy_tree,

@@ -12,12 +12,21 @@ from worldmodel.losses import LossConfig, rollout_heads, to_time_major, world_mo
 from worldmodel.update import OptimConfig, make_train
 
 B, H = 4, 3
+# Not the defaults, so that every coefficient and the discount are checked.
+CFG = LossConfig(
+    rho=0.7,
+    consistency_coef=3.0,
+    reward_coef=0.5,
+    value_coef=0.25,
+    continue_coef=2.0,
+    discount=0.9,
+)
 
 
 @pytest.fixture(scope="module")
 def setup(tiny):
     model = tiny.model()
-    params = tiny.perturb(jax.jit(lambda k: model.init(key=k))(jax.random.key(0)), seed=1)
+    params = tiny.perturb(tiny.init_params(0), seed=1)
     target_q = tiny.perturb(params["q"], seed=2)
     return model, params, target_q
 
@@ -49,70 +58,70 @@ def _decode(logits, vmin, vmax):
 
 
 def _reference_loss(model, cfg, params, target_q, batch, key):
-    """Straightforward per-step / per-head loops; the networks are the model's (jitted) parts."""
+    """Straightforward loops over steps t, sequences b and heads k; the networks are the model's
+    (jitted) parts. Weights rho**t * mask[t, b]; each term is a sum over (t, b) divided by H * B;
+    reward/termination/value heads see the rollout of one head per sequence, drawn with the first
+    half of `key` (the second half samples the policy action of the TD target)."""
     f64 = lambda x: np.asarray(x, np.float64)  # noqa: E731
-    enc = jax.jit(model.encode)
-    nxt = jax.jit(model.next_all)
-    rew_logits = jax.jit(model.reward_logits)
-    q_logits = jax.jit(model.q_logits)
-    pi = jax.jit(model.pi)
+    enc, nxt, rew_logits = (
+        jax.jit(model.encode),
+        jax.jit(model.next_all),
+        jax.jit(model.reward_logits),
+    )
+    q_logits, pi = jax.jit(model.q_logits), jax.jit(model.pi)
     obs, act = batch["obs"], batch["action"]  # time-major numpy
-    rew, term = f64(batch["reward"]), f64(batch["terminated"])
-    n, vmin, vmax, K = model.num_bins, model.vmin, model.vmax, model.num_heads
-    ce = lambda logits, x: -(_two_hot(x, n, vmin, vmax) * _log_softmax(f64(logits))).sum(-1)  # noqa: E731
+    rew, term, mask = f64(batch["reward"]), f64(batch["terminated"]), f64(batch["mask"])
+    n, vmin, vmax, K, Q = model.num_bins, model.vmin, model.vmax, model.num_heads, model.num_q
+    key_head, key_td = jax.random.split(key)
+    head = np.asarray(jax.random.randint(key_head, (B,), 0, K))
+    assert len(set(head.tolist())) > 1  # sequences really use different heads
 
-    next_z = [f64(enc(params, obs[t + 1])) for t in range(H)]
+    next_z = f64(enc(params, obs[1:]))  # (H, B, L)
     z0 = enc(params, obs[0])
-    heads = []  # heads[k][t] = head k's latent after t+1 steps, fed on its own predictions
+    roll = np.zeros((K, H, B, model.latent_dim))  # head k fed on its own predictions
     for k in range(K):
-        z, traj = z0, []
+        z = z0
         for t in range(H):
             z = nxt(params, z, act[t])[k]
-            traj.append(z)
-        heads.append(traj)
-    consistency = (
-        sum(
-            cfg.rho**t * np.mean([np.mean((f64(heads[k][t]) - next_z[t]) ** 2) for k in range(K)])
-            for t in range(H)
-        )
-        / H
-    )
+            roll[k, t] = f64(z)
+    zs = np.stack([f64(z0)] + [roll[head, t, np.arange(B)] for t in range(H)])  # (H+1, B, L)
+    next_a = f64(pi(params, jnp.asarray(next_z, jnp.float32), key=key_td)[0])
 
-    zs = [z0] + [jnp.mean(jnp.stack([heads[k][t] for k in range(K)]), 0) for t in range(H)]
-    reward_loss = continue_loss = value_loss = 0.0
-    eps_key = key
-    next_a = pi(params, jnp.stack([jnp.asarray(z, jnp.float32) for z in next_z]), key=eps_key)[0]
-    td_all = []
+    def ce(logits, x):
+        return -(_two_hot(np.float64(x), n, vmin, vmax) * _log_softmax(f64(logits))).sum()
+
+    cons = rew_l = cont_l = val_l = 0.0
+    td_sum = 0.0
     for t in range(H):
-        r_log, c_log = rew_logits(params, zs[t], act[t])
-        reward_loss += cfg.rho**t * ce(r_log, rew[t]).mean() / H
-        c = f64(c_log)
-        bce = -(
-            term[t] * np.log(1 / (1 + np.exp(-c))) + (1 - term[t]) * np.log(1 / (1 + np.exp(c)))
-        )
-        continue_loss += cfg.rho**t * bce.mean() / H
+        z32 = jnp.asarray(zs[t], jnp.float32)
+        r_log, c_log = (f64(x) for x in rew_logits(params, z32, act[t]))
+        q_log = f64(q_logits(params["q"], z32, act[t]))  # (Q, B, bins)
         q_next = _decode(
             f64(q_logits(target_q, jnp.asarray(next_z[t], jnp.float32), next_a[t])), vmin, vmax
-        ).min(0)
-        td = rew[t] + cfg.discount * (1 - term[t]) * q_next
-        td_all.append(td)
-        q_log = f64(q_logits(params["q"], zs[t], act[t]))  # (Q, B, bins)
-        value_loss += (
-            cfg.rho**t * np.mean([ce(q_log[i], td).mean() for i in range(model.num_q)]) / H
-        )
-    total = (
-        cfg.consistency_coef * consistency
-        + cfg.reward_coef * reward_loss
-        + cfg.value_coef * value_loss
-        + cfg.continue_coef * continue_loss
-    )
-    return total, {
-        "consistency_loss": consistency,
-        "reward_loss": reward_loss,
-        "continue_loss": continue_loss,
-        "value_loss": value_loss,
-        "td_target": np.mean(td_all),
+        ).min(0)  # (B,) the pessimistic target critic
+        for b in range(B):
+            w = cfg.rho**t * mask[t, b]
+            cons += w * np.mean([np.mean((roll[k, t, b] - next_z[t, b]) ** 2) for k in range(K)])
+            rew_l += w * ce(r_log[b], rew[t, b])
+            p = 1 / (1 + np.exp(-c_log[b]))
+            cont_l += w * -(term[t, b] * np.log(p) + (1 - term[t, b]) * np.log(1 - p))
+            td = rew[t, b] + cfg.discount * (1 - term[t, b]) * q_next[b]
+            td_sum += mask[t, b] * td
+            val_l += w * np.mean([ce(q_log[i, b], td) for i in range(Q)])
+    terms = {
+        "consistency_loss": cons / (H * B),
+        "reward_loss": rew_l / (H * B),
+        "continue_loss": cont_l / (H * B),
+        "value_loss": val_l / (H * B),
+        "td_target": td_sum / mask.sum(),
     }
+    total = (
+        cfg.consistency_coef * terms["consistency_loss"]
+        + cfg.reward_coef * terms["reward_loss"]
+        + cfg.value_coef * terms["value_loss"]
+        + cfg.continue_coef * terms["continue_loss"]
+    )
+    return total, terms
 
 
 def _loss_fn(model, cfg):
@@ -138,17 +147,11 @@ def test_rollout_heads_scan_equals_python_loop(setup):
 
 def test_world_model_loss_matches_reference(setup, tiny):
     model, params, target_q = setup
-    cfg = LossConfig(
-        rho=0.7,
-        consistency_coef=3.0,
-        reward_coef=0.5,
-        value_coef=0.25,
-        continue_coef=2.0,
-        discount=0.9,
-    )
+    cfg = CFG
     batch = to_time_major(tiny.random_batch(7, batch=B, horizon=H))
     batch = jax.tree.map(np.asarray, batch)
     assert 0 < batch["terminated"].sum() < batch["terminated"].size
+    assert 0 < batch["mask"].sum() < batch["mask"].size  # padded steps are weighted out
     key = jax.random.key(11)
     total, aux = _loss_fn(model, cfg)(params, target_q, batch, key=key)
     ref_total, ref = _reference_loss(model, cfg, params, target_q, batch, key)
@@ -160,9 +163,11 @@ def test_world_model_loss_matches_reference(setup, tiny):
 
 def test_terminated_steps_do_not_bootstrap(setup, tiny):
     model, params, target_q = setup
-    loss = _loss_fn(model, LossConfig())
+    loss = _loss_fn(model, CFG)
     key = jax.random.key(5)
-    dead = jax.tree.map(np.asarray, to_time_major(tiny.random_batch(3, B, H, terminated=1.0)))
+    dead = jax.tree.map(
+        np.asarray, to_time_major(tiny.random_batch(3, B, H, terminated=1.0, padded=False))
+    )
     alive = {**dead, "terminated": np.zeros_like(dead["terminated"])}
     _, aux_dead = loss(params, target_q, dead, key=key)
     _, aux_alive = loss(params, target_q, alive, key=key)
@@ -231,3 +236,29 @@ def test_update_polyak_targets_and_determinism(train_fns, tiny):
         np.asarray(other.params["pi"]["Dense_2"]["kernel"]),
         np.asarray(new_a.params["pi"]["Dense_2"]["kernel"]),
     )
+
+
+def test_lambda_returns_by_hand():
+    from worldmodel.losses import lambda_returns
+
+    g, lam = 0.9, 0.5
+    rew = np.array([[1.0], [2.0], [3.0]])
+    q = np.array([[10.0], [20.0], [30.0]])  # target value of the next state of each step
+    term = np.zeros((3, 1))
+    mask = np.ones((3, 1))
+    y2 = 3 + g * 30
+    y1 = 2 + g * ((1 - lam) * 20 + lam * y2)
+    y0 = 1 + g * ((1 - lam) * 10 + lam * y1)
+    got = lambda_returns(rew, term, mask, q, g, lam)
+    np.testing.assert_allclose(np.asarray(got)[:, 0], [y0, y1, y2], rtol=1e-6)
+    # lam = 0 is one-step TD
+    np.testing.assert_allclose(np.asarray(lambda_returns(rew, term, mask, q, g, 0.0)), rew + g * q)
+    # step 1 terminal: y1 = r1 and y0 only sees it through lam; step 2 (masked) is ignored
+    term1 = np.array([[0.0], [1.0], [0.0]])
+    mask1 = np.array([[1.0], [1.0], [0.0]])
+    got = np.asarray(lambda_returns(rew * mask1, term1, mask1, q, g, lam))[:, 0]
+    np.testing.assert_allclose(got[:2], [1 + g * ((1 - lam) * 10 + lam * 2.0), 2.0], rtol=1e-6)
+    # the window ends after step 0 (mask 0 at step 1): bootstrap from q at step 0 only
+    mask0 = np.array([[1.0], [0.0], [0.0]])
+    got = np.asarray(lambda_returns(rew * mask0, term, mask0, q, g, lam))[0, 0]
+    np.testing.assert_allclose(got, 1 + g * 10, rtol=1e-6)

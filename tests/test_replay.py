@@ -73,7 +73,7 @@ def test_sequences_never_cross_episodes_or_the_write_position(horizon):
     rng = np.random.default_rng(0)
     for _ in range(5):  # 5 * 37 steps: the 20-slot rings wrap several times
         _fill(replay, stream, 37)
-        _check_sequences(replay.sample(256, horizon, rng), horizon)
+        _check_sequences(replay.sample(256, horizon, rng, pad=False), horizon)
     assert len(replay) == 60
 
 
@@ -101,7 +101,7 @@ def test_starts_are_uniform_over_valid_positions(lengths):
     valid = {(ep, t, env) for (ep, env), n in stored.items() for t in range(n - horizon + 1)}
     assert replay.num_valid(horizon) == len(valid)
     assert (len(valid) * 8 < len(replay)) == (lengths != [1000])  # both sampling paths
-    batch = replay.sample(200 * len(valid), horizon, np.random.default_rng(1))
+    batch = replay.sample(200 * len(valid), horizon, np.random.default_rng(1), pad=False)
     _check_sequences(batch, horizon)
     keys, counts = np.unique(batch["obs"][:, 0], axis=0, return_counts=True)
     assert {tuple(k) for k in keys.tolist()} == valid
@@ -112,7 +112,7 @@ def test_ring_wraparound_keeps_only_the_newest_transitions():
     replay = Replay(capacity=10, obs_dim=3, act_dim=2, num_envs=1)
     _fill(replay, _Stream(1, lengths=[1000]), 25)  # one long episode, t = 0..24
     assert len(replay) == 10 and replay.num_valid(3) == 8
-    batch = replay.sample(2000, 3, np.random.default_rng(0))
+    batch = replay.sample(2000, 3, np.random.default_rng(0), pad=False)
     _check_sequences(batch, 3)
     assert set(batch["obs"][:, 0, 1].tolist()) == set(range(15, 23))
 
@@ -124,7 +124,7 @@ def test_broken_continuity_starts_a_new_episode():
     stream.t[:] += 10  # like Driver.reset mid-episode: obs no longer follows next_obs
     _fill(replay, stream, 4)
     assert replay.num_valid(4) == 2
-    _check_sequences(replay.sample(64, 3, np.random.default_rng(0)), 3)
+    _check_sequences(replay.sample(64, 3, np.random.default_rng(0), pad=False), 3)
 
 
 def test_state_dict_round_trip_through_npz(tmp_path):
@@ -150,8 +150,45 @@ def test_state_dict_round_trip_through_npz(tmp_path):
 def test_errors():
     replay = Replay(capacity=10, obs_dim=3, act_dim=2, num_envs=2)
     with pytest.raises(ValueError, match="consecutive"):
-        replay.sample(4, 2, np.random.default_rng(0))
+        replay.sample(4, 2, np.random.default_rng(0), pad=False)
     with pytest.raises(ValueError, match="horizon"):
-        replay.sample(4, 6, np.random.default_rng(0))
+        replay.sample(4, 6, np.random.default_rng(0), pad=False)
     with pytest.raises(Exception, match="shape"):
         Replay(capacity=12, obs_dim=3, act_dim=2, num_envs=2).load_state_dict(replay.state_dict())
+
+
+@pytest.mark.parametrize("horizon", [1, 3, 5])
+def test_padded_windows_mask_everything_past_the_episode_end(horizon):
+    replay = Replay(capacity=60, obs_dim=3, act_dim=2, num_envs=3)
+    stream = _Stream(3, lengths=[1, 2, 3, 4, 7, 12])
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        _fill(replay, stream, 37)
+        batch = replay.sample(512, horizon, rng)
+        obs, mask = batch["obs"], batch["mask"]
+        assert mask.shape == (512, horizon) and mask[:, 0].all()
+        assert (np.diff(mask, axis=1) <= 0).all()  # once out of the episode, stays out
+        ep, t0 = obs[:, :1, 0], obs[:, :1, 1]
+        valid = mask.astype(bool)
+        # Valid positions continue the start's episode step by step; padding is zeroed.
+        steps = np.broadcast_to(t0 + np.arange(horizon), mask.shape)
+        np.testing.assert_array_equal(batch["action"][..., 1][valid], steps[valid])
+        np.testing.assert_array_equal(
+            batch["action"][..., 0][valid], np.broadcast_to(ep, mask.shape)[valid]
+        )
+        assert (batch["reward"][~valid] == 0).all() and (batch["terminated"][~valid] == 0).all()
+        # A terminal transition can sit at any position, the first included.
+        assert (batch["terminated"][:, 0] > 0).any() or horizon == 1
+        # next_obs at a valid position k is obs of step t0+k+1 of the same episode.
+        np.testing.assert_array_equal(obs[:, 1:, 1][valid], (steps + 1)[valid])
+        np.testing.assert_array_equal(obs[:, 1:, 0][valid], np.broadcast_to(ep, mask.shape)[valid])
+
+
+def test_padded_sampling_covers_every_stored_transition_uniformly():
+    replay = Replay(capacity=30, obs_dim=3, act_dim=2, num_envs=1)
+    _fill(replay, _Stream(1, lengths=[1, 2, 5]), 30)
+    batch = replay.sample(30000, 4, np.random.default_rng(3))
+    firsts = batch["action"][:, 0]  # (episode, t) identifies the start transition
+    _, counts = np.unique(firsts, axis=0, return_counts=True)
+    assert len(counts) == 30  # every stored transition can start a window
+    assert counts.min() > 0.8 * 1000 and counts.max() < 1.2 * 1000

@@ -15,29 +15,35 @@ def _events(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def _updates_at_checkpoints(events):
+    return [(e["env_step"], e["updates"]) for e in events if e["kind"] == "checkpoint"]
+
+
 def test_train_evaluate_resume(tmp_path):
+    # debug: seed_steps=100, steps=300, eval/checkpoint every 150. Stopping first at exactly
+    # seed_steps also checks that a resume does not repeat the seed_steps catch-up updates.
     run = tmp_path / "run"
-    assert train_script.main(["debug", f"run_dir={run}"]) == 0
+    assert train_script.main(["debug", f"run_dir={run}", "train.steps=100"]) == 0
     assert (run / "config.yaml").is_file()
     events = _events(run)
-    kinds = {e["kind"] for e in events}
-    assert {"train", "episode", "eval", "checkpoint"} <= kinds
+    assert {"train", "episode", "eval", "checkpoint"} <= {e["kind"] for e in events}
     assert all(np.isfinite(e["loss"]) for e in events if e["kind"] == "train")
-    assert [e["env_step"] for e in events if e["kind"] == "eval"] == [150, 300]
-    assert Checkpointer(run / "checkpoints").latest_step() == 300
+    assert _updates_at_checkpoints(events) == [(100, 100)]
+    assert Checkpointer(run / "checkpoints").latest_step() == 100
 
     assert evaluate_script.main([str(run), "--episodes", "2"]) == 0
-    result = json.loads((run / "eval-300.json").read_text())
-    assert result["checkpoint_step"] == 300 and len(result["returns"]) == 2
+    result = json.loads((run / "eval-100.json").read_text())
+    assert result["checkpoint_step"] == 100 and len(result["returns"]) == 2
     assert np.all(np.isfinite(result["returns"]))
     assert result["mean"] == pytest.approx(np.mean(result["returns"]), rel=1e-12)
 
-    assert train_script.main(["debug", f"run_dir={run}", "train.steps=350"]) == 0
+    assert train_script.main(["debug", f"run_dir={run}"]) == 0  # resumes up to steps=300
     later = _events(run)[len(events) :]
-    assert [(e["kind"], e["env_step"]) for e in later if e["kind"] == "resume"] == [("resume", 300)]
-    assert later[-1]["kind"] == "eval" and later[-1]["env_step"] == 350
-    assert all(e["env_step"] > 300 for e in later if e["kind"] in ("train", "episode"))
-    assert Checkpointer(run / "checkpoints").latest_step() == 350
+    assert [(e["kind"], e["env_step"]) for e in later if e["kind"] == "resume"] == [("resume", 100)]
+    assert [e["env_step"] for e in later if e["kind"] == "eval"] == [150, 300]
+    assert all(e["env_step"] > 100 for e in later if e["kind"] in ("train", "episode"))
+    assert _updates_at_checkpoints(later) == [(150, 150), (300, 300)]  # one update per step
+    assert Checkpointer(run / "checkpoints").latest_step() == 300
 
 
 def _one_error_line(capsys):

@@ -29,6 +29,7 @@ class LossConfig:
     value_coef: float = 0.1
     continue_coef: float = 1.0
     entropy_coef: float = 1e-4
+    td_lambda: float = 0.0
 
 
 def to_time_major(batch: dict) -> dict:
@@ -51,35 +52,62 @@ def rollout_heads(model: WorldModel, params: dict, z0: jax.Array, actions: jax.A
     return zs
 
 
+def lambda_returns(
+    rew: jax.Array, term: jax.Array, mask: jax.Array, q_next: jax.Array, discount: float, lam: float
+) -> jax.Array:
+    """TD(lambda) targets (H, B) over a replay window, all inputs (H, B).
+
+    y_t = r_t + gamma (1 - term_t) [(1 - lam) Q_t + lam y_{t+1}], where Q_t is the target value
+    of the next state of step t, and y_{t+1} is replaced by Q_t where step t+1 is outside the
+    episode (mask 0) or past the window. lam = 0 is one-step TD (TD-MPC2); larger lam carries
+    real rewards further per update, so values propagate faster early in training.
+    """
+    H = rew.shape[0]
+    y = rew[H - 1] + discount * (1.0 - term[H - 1]) * q_next[H - 1]
+    out = [y]
+    for t in range(H - 2, -1, -1):
+        ahead = jnp.where(mask[t + 1] > 0, (1.0 - lam) * q_next[t] + lam * y, q_next[t])
+        y = rew[t] + discount * (1.0 - term[t]) * ahead
+        out.append(y)
+    return jnp.stack(out[::-1])
+
+
 def world_model_loss(
     model: WorldModel, cfg: LossConfig, params: dict, target_q: dict, batch: dict, *, key: jax.Array
 ):
     """Total model loss (scalar) and aux dict. `params['pi']` is used only for TD targets (no grad).
 
-    Per step t the weights are rho**t; each term is averaged over the horizon as in TD-MPC2.
+    Per step t the weights are rho**t * mask[t] (mask: the step lies inside the episode; absent
+    means all ones); each term is averaged over the horizon as in TD-MPC2. Reward, termination and
+    value heads see, per sequence, the rollout of one randomly drawn head: the same kind of latent
+    the planner imagines with (a single head's prediction, not an average of heads).
     """
     obs, act, rew, term = batch["obs"], batch["action"], batch["reward"], batch["terminated"]
-    H = act.shape[0]
-    w = cfg.rho ** jnp.arange(H, dtype=jnp.float32)  # (H,)
+    H, B = act.shape[:2]
+    mask = batch.get("mask", jnp.ones((H, B), jnp.float32))
+    w = (cfg.rho ** jnp.arange(H, dtype=jnp.float32))[:, None] * mask  # (H, B)
+    key_head, key_td = jax.random.split(key)
 
     next_z = sg(model.encode(params, obs[1:]))  # (H, B, L) consistency + TD targets
     z0 = model.encode(params, obs[0])  # (B, L)
     zk = rollout_heads(model, params, z0, act)  # (H, K, B, L)
-    consistency = jnp.sum(w * jnp.mean((zk - next_z[:, None]) ** 2, axis=(1, 2, 3))) / H
+    err = jnp.mean((zk - next_z[:, None]) ** 2, axis=(1, 3))  # (H, B)
+    consistency = jnp.sum(w * err) / (H * B)
 
-    zs = jnp.concatenate([z0[None], zk.mean(axis=1)], axis=0)  # (H+1, B, L) mean-latent rollout
+    head = jax.random.randint(key_head, (B,), 0, model.num_heads)
+    z_head = jnp.take_along_axis(zk, head[None, None, :, None], axis=1)[:, 0]  # (H, B, L)
+    zs = jnp.concatenate([z0[None], z_head], axis=0)  # (H+1, B, L)
     r_logits, c_logit = model.reward_logits(params, zs[:-1], act)  # (H, B, bins), (H, B)
     r_ce = ops.soft_ce(r_logits, rew, model.num_bins, model.vmin, model.vmax)
-    reward_loss = jnp.sum(w * jnp.mean(r_ce, axis=1)) / H
-    cont_ce = ops.sigmoid_bce(c_logit, term)
-    continue_loss = jnp.sum(w * jnp.mean(cont_ce, axis=1)) / H
+    reward_loss = jnp.sum(w * r_ce) / (H * B)
+    continue_loss = jnp.sum(w * ops.sigmoid_bce(c_logit, term)) / (H * B)
 
-    next_a, _, _ = model.pi(sg(params), next_z, key=key)
+    next_a, _, _ = model.pi(sg(params), next_z, key=key_td)
     q_next = model.q_values(target_q, next_z, next_a).min(axis=0)  # (H, B) pessimistic target
-    td_target = sg(rew + cfg.discount * (1.0 - term) * q_next)
+    td_target = sg(lambda_returns(rew, term, mask, q_next, cfg.discount, cfg.td_lambda))
     q_logits = model.q_logits(params["q"], zs[:-1], act)  # (Q, H, B, bins)
     q_ce = ops.soft_ce(q_logits, td_target[None], model.num_bins, model.vmin, model.vmax)
-    value_loss = jnp.sum(w * jnp.mean(q_ce, axis=(0, 2))) / H
+    value_loss = jnp.sum(w * q_ce.mean(axis=0)) / (H * B)
 
     total = (
         cfg.consistency_coef * consistency
@@ -87,14 +115,16 @@ def world_model_loss(
         + cfg.value_coef * value_loss
         + cfg.continue_coef * continue_loss
     )
+    valid = jnp.concatenate([jnp.ones((1, B)), mask], axis=0)  # (H+1, B) latents inside episode
     aux = {
         "consistency_loss": consistency,
         "reward_loss": reward_loss,
         "value_loss": value_loss,
         "continue_loss": continue_loss,
-        "td_target": td_target.mean(),
+        "td_target": jnp.sum(td_target * mask) / jnp.sum(mask),
         "disagreement": zk.var(axis=1).mean(),
         "zs": sg(zs),
+        "zs_mask": valid,
     }
     return total, aux
 
@@ -105,19 +135,20 @@ def policy_loss(
     pi_params: dict,
     params: dict,
     zs: jax.Array,
+    mask: jax.Array,
     scale: jax.Array,
     *,
     key: jax.Array,
 ):
-    """Policy-prior loss on detached latents zs (T, B, L): maximise Q/scale plus a small entropy bonus.
+    """Policy-prior loss on detached latents zs (T, B, L) with mask (T, B): maximise Q/scale plus
+    a small entropy bonus.
 
-    `scale` is the running spread of Q (5th-95th percentile), which keeps the objective task-scale free.
-    Returns (loss, aux) with aux['q'] the raw Q values (T, B) used to update the scale.
+    `scale` is the running spread of Q (5th-95th percentile), which keeps the objective
+    task-scale free. Returns (loss, aux) with aux['q'] the raw Q values (T, B).
     """
     a, log_prob, _ = model.pi({**params, "pi": pi_params}, zs, key=key)
     q = model.q_values(sg(params["q"]), zs, a).mean(axis=0)  # (T, B)
-    T = zs.shape[0]
-    w = cfg.rho ** jnp.arange(T, dtype=jnp.float32)
-    per_t = jnp.mean(cfg.entropy_coef * log_prob - q / scale, axis=1)
-    loss = jnp.sum(w * per_t) / T
+    T, B = zs.shape[:2]
+    w = (cfg.rho ** jnp.arange(T, dtype=jnp.float32))[:, None] * mask
+    loss = jnp.sum(w * (cfg.entropy_coef * log_prob - q / scale)) / (T * B)
     return loss, {"q": q, "entropy": -log_prob.mean()}

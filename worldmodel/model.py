@@ -51,6 +51,12 @@ class WorldModel:
             "_dynamics",
             ensemble(StateActionMLP, self.num_heads, hidden=hidden, out=L, simnorm_group=g),
         )
+        # The same architecture with one member: applies a single head sliced out of the stack.
+        object.__setattr__(
+            self,
+            "_dynamics_one",
+            ensemble(StateActionMLP, 1, hidden=hidden, out=L, simnorm_group=g),
+        )
         # One head predicts the reward (two-hot logits) and the termination logit of (z_t, a_t):
         # sharing it costs one column instead of a third MLP per imagined step.
         object.__setattr__(
@@ -90,6 +96,13 @@ class WorldModel:
     def next_split(self, params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
         """Head k on its own input: z (K, ..., L), a (K, ..., A) -> (K, ..., L)."""
         return self._dynamics.apply({"params": params["dynamics"]}, z, a)
+
+    def next_head(self, params: dict, z: jax.Array, a: jax.Array, head: jax.Array) -> jax.Array:
+        """Head number `head` (a traced int) alone: z (..., L), a (..., A) -> (..., L)."""
+        one = jax.tree.map(
+            lambda x: jax.lax.dynamic_slice_in_dim(x, head, 1, axis=0), params["dynamics"]
+        )
+        return self._dynamics_one.apply({"params": one}, z[None], a[None])[0]
 
     def next_all(self, params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
         """Every head on the same input: z (..., L), a (..., A) -> (K, ..., L)."""

@@ -95,7 +95,9 @@ def make_train(
         params = {**wm, "pi": pi}
 
         (pi_loss, pi_aux), pi_grads = jax.value_and_grad(
-            lambda p: policy_loss(model, loss_cfg, p, params, aux["zs"], state.q_scale, key=key_pi),
+            lambda p: policy_loss(
+                model, loss_cfg, p, params, aux["zs"], aux["zs_mask"], state.q_scale, key=key_pi
+            ),
             has_aux=True,
         )(pi)
         pi_updates, pi_opt_state = pi_opt.update(pi_grads, state.pi_opt_state, pi)
@@ -107,7 +109,7 @@ def make_train(
             (1 - optim_cfg.scale_tau) * state.q_scale + optim_cfg.scale_tau * spread, 1.0
         )
         target_q = optax.incremental_update(params["q"], state.target_q, optim_cfg.tau)
-        metrics = {k: v for k, v in aux.items() if k != "zs"}
+        metrics = {k: v for k, v in aux.items() if k not in ("zs", "zs_mask")}
         metrics.update(
             loss=loss,
             pi_loss=pi_loss,
@@ -126,4 +128,4 @@ def make_train(
         )
         return new_state, metrics
 
-    return init, jax.jit(update, donate_argnums=0)
+    return jax.jit(init), jax.jit(update, donate_argnums=0)
