@@ -109,3 +109,28 @@ def test_tanh_gaussian_saturated_log_prob_is_finite():
     ref = (stats.norm.logpdf(u, 20.0, np.exp(-8.0)) - log_1m_tanh2).sum(-1)
     assert np.isfinite(np.asarray(log_prob)).all()
     np.testing.assert_allclose(log_prob, ref, rtol=1e-5)
+
+
+def test_sigmoid_bce_gradient_is_sigmoid_minus_target_at_zero():
+    # A zero-initialised termination logit sits exactly at 0; its gradient must not vanish there.
+    for target in (0.0, 0.3, 1.0):
+        g = float(jax.grad(ops.sigmoid_bce)(0.0, target))
+        np.testing.assert_allclose(g, 0.5 - target, atol=1e-7)
+
+
+def test_termination_head_learns_never_terminates(tiny):
+    """On data without terminations, p_term falls from 0.5 toward 0 (it was stuck at 0.5)."""
+    from worldmodel.losses import LossConfig
+    from worldmodel.update import OptimConfig, make_train
+
+    model = tiny.model()
+    init, update = make_train(model, LossConfig(), OptimConfig(lr=1e-3))
+    state = init(key=jax.random.key(0))
+    batch = tiny.random_batch(1, batch=16, horizon=3, terminated=0.0)
+    z = model.encode(state.params, jnp.asarray(batch["obs"][:, 0]))
+    a = jnp.asarray(batch["action"][:, 0])
+    assert abs(float(model.reward(state.params, z, a)[1].mean()) - 0.5) < 1e-6
+    for i in range(50):
+        state, _ = update(state, batch, key=jax.random.key(i))
+    z = model.encode(state.params, jnp.asarray(batch["obs"][:, 0]))
+    assert float(model.reward(state.params, z, a)[1].mean()) < 0.4  # stayed exactly 0.5 before

@@ -53,8 +53,14 @@ def soft_ce(logits: jax.Array, target: jax.Array, num_bins: int, vmin: float, vm
 
 
 def sigmoid_bce(logit: jax.Array, target: jax.Array) -> jax.Array:
-    """Binary cross-entropy (...,) of sigmoid(logit) against targets in [0, 1], stable for any logit."""
-    return jnp.maximum(logit, 0) - logit * target + jnp.log1p(jnp.exp(-jnp.abs(logit)))
+    """Binary cross-entropy (...,) of sigmoid(logit) against targets in [0, 1], stable for any logit.
+
+    Written as softplus(logit) - logit * target so that the gradient is sigmoid(logit) - target
+    everywhere. The max(x, 0) + log1p(exp(-|x|)) form has a zero gradient at exactly x = 0 in
+    JAX, where a zero-initialised termination logit starts: on tasks without terminations it
+    then never moved and every imagined step was discounted by p_term = 0.5.
+    """
+    return jax.nn.softplus(logit) - logit * target
 
 
 def simnorm(x: jax.Array, group: int) -> jax.Array:
