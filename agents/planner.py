@@ -28,7 +28,7 @@ class PlannerConfig:
     temperature: float = 0.5
     min_std: float = 0.05
     max_std: float = 2.0
-    ensemble: str = "split"  # 'split': head k imagines every K-th candidate; 'mean': head average
+    ensemble: str = "split"  # 'split': row blocks dealt to heads; 'random': one head per iteration; 'mean'
 
 
 def make_latent_step(model: WorldModel, ensemble: str) -> Callable:
