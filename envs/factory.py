@@ -14,6 +14,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import RescaleAction, TransformObservation
 
+from envs.shifts import ShiftSpec, ShiftWrapper, parse_shift
 from worldmodel.errors import EnvError
 
 
@@ -70,14 +71,23 @@ def _check_spaces(env_id: str, env: gym.Env) -> None:
 
 
 def make_single_env(
-    env_id: str, *, action_repeat: int = 1, max_episode_steps: int | None = None
+    env_id: str,
+    *,
+    action_repeat: int = 1,
+    max_episode_steps: int | None = None,
+    shift: ShiftSpec | dict | None = None,
+    shift_seed: int = 0,
 ) -> gym.Env:
-    """One wrapped env: TimeLimit (raw steps) -> ActionRepeat -> [-1, 1] actions -> float32 obs.
+    """One wrapped env: TimeLimit (raw steps) -> [ShiftWrapper] -> ActionRepeat -> [-1, 1]
+    actions -> float32 obs.
 
-    Raises EnvError (one line) for an unknown id, a missing optional dependency or
-    unsupported spaces.
+    `shift` (a ShiftSpec or its config dict, see envs.shifts) wraps the raw env, in native
+    action units, with noise seed `shift_seed`; None adds no wrapper. Raises EnvError (one
+    line) for an unknown id, a missing optional dependency, unsupported spaces or a bad shift.
     """
     from envs.dummy import register_dummy
+
+    shift = parse_shift(shift)  # a bad shift fails before the env is made
 
     register_dummy()  # the dummy must be registered before gym.make
     try:
@@ -95,6 +105,8 @@ def make_single_env(
         raise EnvError(f"cannot make {env_id!r}: {_first_line(err)}") from err
     try:
         _check_spaces(env_id, env)
+        if shift is not None:
+            env = ShiftWrapper(env, shift, seed=shift_seed)
     except EnvError:
         env.close()
         raise
@@ -114,6 +126,8 @@ def make_env(
     seed: int,
     action_repeat: int = 1,
     max_episode_steps: int | None = None,
+    shift: ShiftSpec | dict | None = None,
+    shift_seed: int = 0,
 ) -> gym.vector.VectorEnv:
     """A seeded SyncVectorEnv of `num_envs` copies of `env_id`.
 
@@ -121,7 +135,8 @@ def make_env(
     rescaled to the env's bounds. `max_episode_steps` counts raw env steps (None: the id's
     default). Autoreset is SAME_STEP: when an episode ends, `step` returns the reset
     observation and `info["final_obs"][i]` holds the true final one. Env i is seeded with
-    `seed + i` (gymnasium's convention); later resets continue that stream.
+    `seed + i` (gymnasium's convention); later resets continue that stream. `shift`: see
+    make_single_env; env i's ShiftWrapper gets noise seed `shift_seed + i`.
     """
     for name, value in (("num_envs", num_envs), ("action_repeat", action_repeat)):
         if not isinstance(value, int) or value < 1:
@@ -131,12 +146,15 @@ def make_env(
     ):
         raise EnvError(f"max_episode_steps must be a positive integer, got {max_episode_steps!r}")
     make = functools.partial(
-        make_single_env, env_id, action_repeat=action_repeat, max_episode_steps=max_episode_steps
+        make_single_env,
+        env_id,
+        action_repeat=action_repeat,
+        max_episode_steps=max_episode_steps,
+        shift=shift,
     )
-    first = make()  # fail early, with the one-line errors above
-    env = SyncVectorEnv(
-        [lambda: first] + [make] * (num_envs - 1), autoreset_mode=AutoresetMode.SAME_STEP
-    )
+    first = make(shift_seed=shift_seed)  # fail early, with the one-line errors above
+    rest = [functools.partial(make, shift_seed=shift_seed + i) for i in range(1, num_envs)]
+    env = SyncVectorEnv([lambda: first, *rest], autoreset_mode=AutoresetMode.SAME_STEP)
     env.reset(seed=seed)
     env.action_space.seed(seed)
     return env
