@@ -23,10 +23,16 @@ def evaluate(
     plan: bool = True,
     action_repeat: int = 1,
     max_episode_steps: int | None = None,
+    calib=None,
+    shift=None,
 ) -> dict:
     """Run `episodes` episodes (one per parallel env, env i seeded seed + i); greedy actions.
 
-    Returns {'returns': [float] * episodes, 'lengths': [int] * episodes, 'mean', 'std'}.
+    calib: the abstention calibration (None: uncalibrated, never abstains); with
+    abstain.enabled the gate and fallback act as deployed, and a 'stop' fallback ends the
+    episode there (its return is what it had). shift: an envs.shifts spec or None.
+    Returns {'returns': [float] * episodes, 'lengths': [int] * episodes, 'mean', 'std',
+    'abstain_rate' (abstained decisions / decisions), 'stopped' (episodes ended by 'stop')}.
     """
     env = make_env(
         env_id,
@@ -34,6 +40,7 @@ def evaluate(
         seed=seed,
         action_repeat=action_repeat,
         max_episode_steps=max_episode_steps,
+        **({"shift": shift} if shift is not None else {}),
     )
     driver = Driver(env)
     driver.reset(seed=seed)
@@ -42,10 +49,11 @@ def evaluate(
     lengths = np.zeros(episodes, np.int64)
     running = np.zeros(episodes)
     done = np.zeros(episodes, bool)
-    decision = 0
+    decision = abstained = decided = 0
+    stopped = np.zeros(episodes, bool)
     try:
         while not done.all():
-            action, carry, _ = agent.act(
+            action, carry, info = agent.act(
                 state,
                 carry,
                 driver.obs,
@@ -53,7 +61,16 @@ def evaluate(
                 key=key_for(seed, "eval", decision),
                 explore=False,
                 plan=plan,
+                calib=calib,
             )
+            flags, stop = np.asarray(info["abstained"]), np.asarray(info["stop"])
+            abstained += int((flags & ~done).sum())
+            decided += int((~done).sum())
+            stop_now = stop & ~done
+            if stop_now.any():  # 'stop' fallback: the episode ends here with what it earned
+                returns[stop_now] = running[stop_now]
+                stopped |= stop_now
+                done |= stop_now
             step = driver.step(np.asarray(action))
             running += np.where(done, 0.0, step.reward)
             lengths += ~done
@@ -68,4 +85,6 @@ def evaluate(
         "lengths": lengths.tolist(),
         "mean": float(returns.mean()),
         "std": float(returns.std()),
+        "abstain_rate": abstained / max(decided, 1),
+        "stopped": int(stopped.sum()),
     }

@@ -28,7 +28,12 @@ class PlannerConfig:
     temperature: float = 0.5
     min_std: float = 0.05
     max_std: float = 2.0
-    ensemble: str = "split"  # 'split': row blocks dealt to heads; 'random': one head per iteration; 'mean'
+    ensemble: str = (
+        "split"  # 'split': row blocks dealt to heads; 'random': one head per iteration; 'mean'
+    )
+    uncertainty_coef: float = (
+        0.0  # beta: + curiosity bonus, - pessimism (x normalised disagreement)
+    )
 
 
 def make_latent_step(model: WorldModel, ensemble: str) -> Callable:
@@ -60,20 +65,26 @@ def make_latent_step(model: WorldModel, ensemble: str) -> Callable:
 
 
 def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Callable:
-    """value(params, z (N, L), actions (N, H, A), *, key) -> (N,) imagined discounted return.
+    """value(params, z (N, L), actions (N, H, A), *, key, epi_scale) -> (N,) imagined return.
 
-    G = sum_t gamma^t alive_t r_t + gamma^H alive_H Q(z_H, pi(z_H)), alive_t = prod (1 - p_term).
-    Latents step with `make_latent_step(model, cfg.ensemble)`.
+    G = sum_t gamma^t alive_t (r_t + beta u_t) + gamma^H alive_H Q(z_H, pi(z_H)),
+    alive_t = prod (1 - p_term), u_t = mean_d Var_k[f_k(z_t, a_t)_d] / epi_scale_d the normalised
+    disagreement (computed only when beta = planner.uncertainty_coef != 0: it costs all K heads
+    per step). Latents step with `make_latent_step(model, cfg.ensemble)`.
     """
     step_latent = make_latent_step(model, cfg.ensemble)
+    beta = cfg.uncertainty_coef
 
-    def value(params, z, actions, *, key):
+    def value(params, z, actions, *, key, epi_scale=None):
         key_head, key = jax.random.split(key)
         head = jax.random.randint(key_head, (), 0, model.num_heads)
 
         def body(carry, a):
             z, ret, disc, alive = carry
             r, p_term = model.reward(params, z, a)
+            if beta:
+                scale = 1.0 if epi_scale is None else epi_scale
+                r = r + beta * (model.next_all(params, z, a).var(axis=0) / scale).mean(axis=-1)
             z = step_latent(params, z, a, head)
             ret = ret + disc * alive * r
             alive = alive * (1.0 - p_term)
@@ -90,7 +101,8 @@ def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Cal
 
 
 def make_planner(model: WorldModel, cfg: PlannerConfig, *, discount: float) -> Callable:
-    """Returns plan(params, z (L,), warm (H, A), first (), *, key, explore) -> (action (A,), warm', info)."""
+    """plan(params, z (L,), warm (H, A), first (), *, key, explore, epi_scale=None) -> (action (A,),
+    warm', info). epi_scale (L,) normalises the disagreement bonus (see `make_value_fn`)."""
     H, N, P, E, A = cfg.horizon, cfg.num_samples, cfg.num_pi_trajs, cfg.num_elites, model.act_dim
     if not 0 <= P < N or not 0 < E <= N:
         raise ConfigError(
@@ -114,12 +126,12 @@ def make_planner(model: WorldModel, cfg: PlannerConfig, *, discount: float) -> C
         )
         return jnp.swapaxes(acts, 0, 1)
 
-    def plan(params, z, warm, first, *, key, explore: bool):
+    def plan(params, z, warm, first, *, key, explore: bool, epi_scale=None):
         k_pi, k_iter, k_pick, k_noise = jax.random.split(key, 4)
         pi_acts = prior_trajs(params, z, k_pi) if P else jnp.zeros((0, H, A))
         mean = jnp.where(first, 0.0, jnp.concatenate([warm[1:], jnp.zeros((1, A))]))
         zN = jnp.broadcast_to(z, (N, z.shape[-1]))
-        score_fn = lambda acts, k: value_fn(params, zN, acts, key=k)  # noqa: E731
+        score_fn = lambda acts, k: value_fn(params, zN, acts, key=k, epi_scale=epi_scale)  # noqa: E731
         mean, std, elite_a, weights, best = mppi(score_fn, mean, pi_acts, cfg, key=k_iter)
         if explore:  # sample an elite by its weight, then perturb by the final std (TD-MPC2)
             chosen = elite_a[jax.random.categorical(k_pick, jnp.log(weights))]

@@ -26,6 +26,9 @@ class Replay:
     newest slot into overwritten data. An episode with fewer than H stored transitions is
     therefore never sampled. Validity masks are kept per horizon and updated on each `add`,
     so sampling costs O(B * H) plus rare rejection rounds.
+
+    Held-out episodes (`add(step, holdout=mask)`) are stored for calibration but never sampled
+    for training: their slots carry episode id -2 - id. `holdout_stream` returns them.
     """
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, num_envs: int):
@@ -48,13 +51,18 @@ class Replay:
         self.in_episode = np.zeros(num_envs, bool)  # the env's last transition did not end it
         self._valid: dict[int, np.ndarray] = {}  # horizon -> (N, slots) bool start mask
         self._count: dict[int, int] = {}
+        self.held = 0  # stored held-out transitions
 
     def __len__(self) -> int:
         """Number of stored transitions (over all envs)."""
         return self.num_envs * self.size
 
-    def add(self, step) -> None:
-        """Store one `envs.Step` (obs (N, D), action (N, A), reward (N,), next_obs (N, D), ...)."""
+    def add(self, step, holdout=None) -> None:
+        """Store one `envs.Step` (obs (N, D), action (N, A), reward (N,), next_obs (N, D), ...).
+
+        holdout (N,) bool: these envs' transitions are kept for calibration, never for training
+        (mark whole episodes, not single steps, so no training window borders on them).
+        """
         obs_shape = (self.num_envs, self.obs_dim)
         act_shape = (self.num_envs, self.act_dim)
         obs = np.asarray(step.obs, np.float32)
@@ -76,7 +84,9 @@ class Replay:
         self.reward[:, p] = step.reward
         self.next_obs[:, p] = next_obs
         self.terminated[:, p] = step.terminated
-        self.episode[:, p] = self.current_episode
+        held = np.zeros(self.num_envs, bool) if holdout is None else np.asarray(holdout, bool)
+        self.held += int(held.sum()) - int((self.episode[:, p] < -1).sum())
+        self.episode[:, p] = np.where(held, -2 - self.current_episode, self.current_episode)
         self.last_next_obs[:] = next_obs
         self.in_episode = ~(np.asarray(step.terminated, bool) | np.asarray(step.truncated, bool))
         self.pos = (p + 1) % self.slots
@@ -91,7 +101,7 @@ class Replay:
         in_store = age + horizon <= self.size
         ends = (starts + horizon - 1) % self.slots
         same = self.episode[:, starts] == self.episode[:, ends]  # ids are contiguous runs
-        return in_store[None, :] & same
+        return in_store[None, :] & same & (self.episode[:, starts] >= 0)
 
     def _refresh(self, horizon: int, starts: np.ndarray) -> None:
         mask = self._valid[horizon]
@@ -154,10 +164,20 @@ class Replay:
     def _sample_padded(self, batch_size: int, horizon: int, rng: np.random.Generator) -> dict:
         if self.size == 0:
             raise ValueError("the replay is empty")
-        env = rng.integers(0, self.num_envs, batch_size)
         oldest = self.pos if self.size == self.slots else 0
+        env = rng.integers(0, self.num_envs, batch_size)
         age = rng.integers(0, self.size, batch_size)  # uniform over stored transitions
         start = (oldest + age) % self.slots
+        if self.held:  # reject held-out starts (uniform over the trainable ones)
+            if self.held >= len(self):
+                raise ValueError("every stored transition is held out for calibration")
+            ok = self.episode[env, start] >= 0
+            while not ok.all():
+                bad = np.flatnonzero(~ok)
+                env[bad] = rng.integers(0, self.num_envs, len(bad))
+                age[bad] = rng.integers(0, self.size, len(bad))
+                start[bad] = (oldest + age[bad]) % self.slots
+                ok[bad] = self.episode[env[bad], start[bad]] >= 0
         t = (start[:, None] + np.arange(horizon)) % self.slots  # (B, H)
         same = self.episode[env[:, None], t] == self.episode[env, start][:, None]
         stored = age[:, None] + np.arange(horizon) < self.size
@@ -181,6 +201,33 @@ class Replay:
             "terminated": self.terminated[e, t].astype(np.float32) * mask,
             "mask": mask,
         }
+
+    def holdout_stream(self, max_transitions: int) -> dict[str, np.ndarray]:
+        """The newest `max_transitions` held-out transitions, time-ordered per env.
+
+        Returns obs (T, D), action (T, A), next_obs (T, D), terminated (T,), first (T,) bool
+        (True where a held-out episode, or the returned part of it, begins).
+        """
+        oldest = self.pos if self.size == self.slots else 0
+        idx = (oldest + np.arange(self.size)) % self.slots
+        parts = []
+        for e in range(self.num_envs):
+            ep = self.episode[e, idx]
+            t = idx[ep < -1]
+            ids = self.episode[e, t]
+            first = np.concatenate([[True], ids[1:] != ids[:-1]]) if len(t) else np.zeros(0, bool)
+            parts.append((e, t, first))
+        out = {
+            "obs": np.concatenate([self.obs[e, t] for e, t, _ in parts]),
+            "action": np.concatenate([self.action[e, t] for e, t, _ in parts]),
+            "next_obs": np.concatenate([self.next_obs[e, t] for e, t, _ in parts]),
+            "terminated": np.concatenate([self.terminated[e, t] for e, t, _ in parts]),
+            "first": np.concatenate([f for _, _, f in parts]),
+        }
+        out = {k: v[-max_transitions:] for k, v in out.items()}
+        if len(out["first"]):
+            out["first"][0] = True
+        return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to restore the buffer, as numpy arrays (savable with np.savez)."""
@@ -208,3 +255,4 @@ class Replay:
         self.in_episode = np.array(d["in_episode"], bool)
         self._valid.clear()
         self._count.clear()
+        self.held = int((self.episode < -1).sum())

@@ -1,8 +1,10 @@
 """The training loop (host): collect with the agent, store in replay, update, evaluate, checkpoint.
 
 The library returns numbers through `emit(kind, env_step, data)`; the caller owns the sinks.
-kinds: 'train' (metrics every log.every steps; `sps` excludes evaluation and checkpoint time),
-'episode' (each finished training episode), 'eval', 'checkpoint', 'resume'.
+kinds: 'train' (metrics every log.every steps; `sps` excludes evaluation and checkpoint time;
+`abstain_rate` = abstained decisions / decisions since the last record), 'episode' (each
+finished training episode), 'eval', 'checkpoint', 'resume', 'calibration' (threshold, n),
+'abstain' (each abstained decision: env, score, threshold; only with abstain.enabled).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import jax
 import numpy as np
 
 from agents.agent import make_agent
+from agents.calibration import Calibrator
 from agents.evaluation import evaluate
 from agents.replay import Replay
 from envs import Driver, make_env
 from worldmodel.checkpoint import Checkpointer
 from worldmodel.config import Config
 from worldmodel.rng import key_for, np_rng
+from worldmodel.uncertainty import Calibration
 
 Emit = Callable[[str, int, dict], None]
 
@@ -28,6 +32,30 @@ Emit = Callable[[str, int, dict], None]
 def _crossed(before: int, after: int, every: int) -> bool:
     """True when a multiple of `every` lies in (before, after]."""
     return every > 0 and after // every > before // every
+
+
+def _choose(agent, state, carry, driver, calibrator, cfg, decisions, env_steps, emit):
+    """(actions (N, A), carry, number abstained): uniform random in the seed phase, else the agent."""
+    seed, n = cfg.seed, cfg.env.num_envs
+    if env_steps < cfg.train.seed_steps:
+        rng = np_rng(seed, "seed_action", decisions)
+        return rng.uniform(-1, 1, (n, driver.act_dim)).astype(np.float32), carry, 0
+    action, carry, info = agent.act(
+        state,
+        carry,
+        driver.obs,
+        driver.first,
+        key=key_for(seed, "act", decisions),
+        explore=calibrator.explore,
+        plan=cfg.train.plan,
+        calib=calibrator.calib,
+    )
+    action, info = np.asarray(action), jax.device_get(info)
+    where = np.flatnonzero(info["abstained"])
+    for i in where:
+        record = {"env": int(i), "score": float(info["score"][i])}
+        emit("abstain", env_steps, record | {"threshold": float(info["threshold"])})
+    return action, carry, len(where)
 
 
 def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
@@ -51,7 +79,9 @@ def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
         loss=cfg.section("loss"),
         optim=cfg.section("optim"),
         planner=cfg.section("planner"),
+        abstain=cfg.section("abstain"),
     )
+    calibrator = Calibrator(agent, agent.abstain_cfg, seed=seed, num_envs=env_cfg.num_envs)
     replay = Replay(tc.replay_capacity, driver.obs_dim, driver.act_dim, env_cfg.num_envs)
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
     state = agent.init(key=key_for(seed, "init", 0))
@@ -60,57 +90,49 @@ def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
         state, replay_arrays, meta = ckpt.restore(state)
         replay.load_state_dict(replay_arrays)
         env_steps, updates, decisions = meta["env_steps"], meta["updates"], meta["decisions"]
+        calibrator.calib = Calibration.from_json(meta["calibration"])
         emit("resume", env_steps, {"updates": updates})
     driver.env_steps = env_steps
     driver.reset(seed=int(np_rng(seed, "reset", env_steps).integers(2**31)))
     carry = agent.init_carry(env_cfg.num_envs)
     metrics, pretrained, last_eval = None, env_steps >= tc.seed_steps, {}
+    abstained = 0
 
     def run_eval(step: int) -> dict:
         nonlocal last_eval
+        ev, e = cfg.eval, env_cfg
         result = {"step": step} | evaluate(
-            agent,
-            state,
-            env_id=env_cfg.id,
-            episodes=cfg.eval.episodes,
-            seed=seed + cfg.eval.seed_offset,
-            plan=cfg.eval.plan,
-            action_repeat=env_cfg.action_repeat,
-            max_episode_steps=env_cfg.max_episode_steps,
-        )
+            agent, state, env_id=e.id, episodes=ev.episodes, seed=seed + ev.seed_offset,
+            plan=ev.plan, action_repeat=e.action_repeat, max_episode_steps=e.max_episode_steps,
+            calib=calibrator.calib,
+        )  # fmt: skip
         emit("eval", step, result)
         last_eval = result
         return result
+
+    def recalibrate(step: int) -> None:
+        result = calibrator.recalibrate(state.params, replay, np_rng(seed, "calibrate", step))
+        if result is not None:
+            emit("calibration", step, result)
 
     def save(step: int) -> None:
         if step in ckpt.all_steps():
             return
         meta = {"env_steps": step, "updates": updates, "decisions": decisions}
+        meta["calibration"] = calibrator.calib.to_json()
         ckpt.save(step, state=state, replay=replay.state_dict(), meta=meta)
         emit("checkpoint", step, meta)
 
     tick, tick_steps = time.perf_counter(), env_steps
     try:
         while env_steps < tc.steps:
-            if env_steps < tc.seed_steps:
-                action = (
-                    np_rng(seed, "seed_action", decisions)
-                    .uniform(-1, 1, (env_cfg.num_envs, driver.act_dim))
-                    .astype(np.float32)
-                )
-            else:
-                action, carry, _ = agent.act(
-                    state,
-                    carry,
-                    driver.obs,
-                    driver.first,
-                    key=key_for(seed, "act", decisions),
-                    explore=True,
-                    plan=tc.plan,
-                )
-                action = np.asarray(action)
+            calibrator.start_episodes(driver.first, decisions)
+            action, carry, n_abstained = _choose(
+                agent, state, carry, driver, calibrator, cfg, decisions, env_steps, emit
+            )
+            abstained += n_abstained
             step = driver.step(action)
-            replay.add(step)
+            replay.add(step, holdout=calibrator.held)
             decisions += 1
             before, env_steps = env_steps, driver.env_steps
             for episode in step.episodes:
@@ -131,8 +153,11 @@ def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
                 now = time.perf_counter()
                 data = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 data.update(updates=updates, sps=(env_steps - tick_steps) / (now - tick))
-                tick, tick_steps = now, env_steps
+                data["abstain_rate"] = abstained * env_cfg.action_repeat / (env_steps - tick_steps)
+                tick, tick_steps, abstained = now, env_steps, 0
                 emit("train", env_steps, data)
+            if pretrained and calibrator.due(before, env_steps):
+                recalibrate(env_steps)
             if _crossed(before, env_steps, cfg.eval.every):
                 run_eval(env_steps)
                 tick, tick_steps = time.perf_counter(), env_steps
@@ -141,6 +166,8 @@ def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
                 tick, tick_steps = time.perf_counter(), env_steps
     finally:
         env.close()
+    if pretrained:
+        recalibrate(env_steps)
     save(env_steps)
     if cfg.eval.every > 0 and last_eval.get("step") != env_steps:
         run_eval(env_steps)

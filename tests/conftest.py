@@ -76,7 +76,7 @@ def copy_tree(tree):
 
 @pytest.fixture(scope="session")
 def tiny():
-    """Namespace: `sections` (debug config sections), `make_agent(**planner_overrides)` (a fresh
+    """Namespace: `sections` (debug config sections), `make_agent(abstain=None, **planner_overrides)` (a fresh
     agent, so fresh jit caches), `model()` (the WorldModel of the debug sizes), `init_params(seed)`
     (its fresh params, one compile per session), and the helpers `random_batch`, `perturb`,
     `copy_tree`, `OBS_DIM`, `ACT_DIM`."""
@@ -87,7 +87,7 @@ def tiny():
     cfg = load_config(["debug"])
     sections = {n: cfg.section(n) for n in ("model", "loss", "optim", "planner", "train")}
 
-    def agent(**planner):
+    def agent(abstain=None, **planner):
         s = sections
         return make_agent(
             OBS_DIM,
@@ -96,6 +96,7 @@ def tiny():
             loss=s["loss"],
             optim=s["optim"],
             planner={**s["planner"], **planner},
+            abstain=abstain,
         )
 
     model = make_world_model(OBS_DIM, ACT_DIM, **sections["model"])

@@ -124,7 +124,10 @@ def test_training_loop_steps_and_compiles(monkeypatch, tmp_path):
     train_events = [d for k, _, d in events if k == "train"]
     assert train_events and all(np.isfinite(d["loss"]) for d in train_events)
     (agent,) = agents
-    assert agent._act._cache_size() == 2  # explore (training) + greedy (evaluation)
+    # explore (training), greedy at 1 env (held-out calibration episodes act as deployed) and
+    # greedy at eval.episodes envs (evaluation); recalibrating must not add a compile.
+    assert [d for k, _, d in events if k == "calibration"]
+    assert agent._act._cache_size() == 3
     assert agent.update._cache_size() == 1
 
 

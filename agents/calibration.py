@@ -1,0 +1,141 @@
+"""Calibrate the abstention threshold (host driver of jitted scoring).
+
+`calibrate` fits the score normalisers on training transitions, scores held-out transitions the
+model never trained on exactly as the gate would, and sets the split-conformal threshold, so
+the in-distribution false-abstain rate is at most alpha. `score_transitions` is the jitted
+per-transition scorer the OOD benchmark also uses.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents.abstain import decision_scores
+from worldmodel.uncertainty import (
+    Calibration,
+    conformal_threshold,
+    fit_scales,
+    interval_z,
+    step_scores,
+)
+
+_CHUNK = 4096
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _score_chunk(model, params, calib, obs, action, next_obs):
+    z, z_next = model.encode(params, obs), model.encode(params, next_obs)
+    scores = step_scores(model, params, calib, z, action, z_next)
+    return scores, interval_z(model, params, calib, z, action, z_next)
+
+
+def score_transitions(agent, params, calib: Calibration, obs, action, next_obs) -> dict:
+    """Per-transition scores of obs (T, D), action (T, A), next_obs (T, D).
+
+    Returns numpy {'epistemic','surprise','max'} (T,) and 'interval_z' (T, L) (standardised
+    residuals, see worldmodel.uncertainty.interval_z). Evaluated in fixed chunks (one compile).
+    """
+    T = len(obs)
+    out: dict[str, list] = {}
+    for lo in range(0, T, _CHUNK):
+        sl = slice(lo, lo + _CHUNK)
+        n = len(obs[sl])
+        pad = functools.partial(_pad_to, n=_CHUNK)
+        scores, iz = _score_chunk(
+            agent.model, params, calib, pad(obs[sl]), pad(action[sl]), pad(next_obs[sl])
+        )
+        for k, v in {**scores, "interval_z": iz}.items():
+            out.setdefault(k, []).append(np.asarray(v)[:n])
+    if not out:
+        return {k: np.zeros(0) for k in ("epistemic", "surprise", "max", "interval_z")}
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _pad_to(x, *, n: int) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return np.pad(x, [(0, n - len(x))] + [(0, 0)] * (x.ndim - 1))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _fit(model, params, obs, action, next_obs):
+    return fit_scales(model, params, obs, action, next_obs)
+
+
+def fit_calibration_scales(agent, params, train: dict, *, alpha: float) -> Calibration:
+    """Calibration with normalisers fit on training transitions; threshold still inf."""
+    epi, res = _fit(agent.model, params, train["obs"], train["action"], train["next_obs"])
+    return Calibration(epi, res, jnp.asarray(np.inf, jnp.float32), jnp.asarray(0), alpha)
+
+
+def calibrate(agent, params, train: dict, holdout: dict, *, kind: str, window: int, alpha: float):
+    """Full calibration: normalisers from `train`, conformal threshold from `holdout`.
+
+    train: obs (B, D), action (B, A), next_obs (B, D) — transitions the model trained on.
+    holdout: obs, action, next_obs (T, ...), first (T,) — transitions it never trained on, in
+    time order. Returns (Calibration, the held-out decision scores (T,)).
+    """
+    calib = fit_calibration_scales(agent, params, train, alpha=alpha)
+    scores = score_transitions(
+        agent, params, calib, holdout["obs"], holdout["action"], holdout["next_obs"]
+    )
+    decisions = decision_scores(scores, holdout["first"], kind=kind, window=window)
+    threshold = conformal_threshold(decisions, alpha)
+    calib = calib.replace(
+        threshold=jnp.asarray(threshold, jnp.float32), n=jnp.asarray(len(decisions))
+    )
+    return calib, decisions
+
+
+class Calibrator:
+    """Host: routes whole training episodes to a held-out set and recalibrates on a schedule.
+
+    An episode is held out with probability `cfg.holdout` (decided when it starts, keyed by
+    (seed, 'holdout', decision)); its transitions go to replay marked held out, so the model
+    never trains on them. With one env, a held-out episode is also acted greedily (as the
+    deployed agent acts), so the calibration set matches deployment; with several envs the
+    batch explores unless every env is in a held-out episode.
+    """
+
+    def __init__(self, agent, cfg, *, seed: int, num_envs: int):
+        self.agent, self.cfg, self.seed = agent, cfg, seed
+        self.held = np.zeros(num_envs, bool)
+        self.calib = agent.init_calibration()
+
+    def start_episodes(self, first: np.ndarray, decision: int) -> None:
+        """Redraw the held-out flag of envs whose obs begins a new episode."""
+        from worldmodel.rng import np_rng
+
+        draw = np_rng(self.seed, "holdout", decision).random(len(first)) < self.cfg.holdout
+        self.held = np.where(first, draw, self.held)
+
+    @property
+    def explore(self) -> bool:
+        return not self.held.all()
+
+    def due(self, before: int, after: int) -> bool:
+        every = self.cfg.calib_every
+        return every > 0 and after // every > before // every
+
+    def recalibrate(self, params, replay, rng: np.random.Generator) -> dict | None:
+        """Refit on the replay's newest held-out transitions; None when there are none yet."""
+        holdout = replay.holdout_stream(self.cfg.calib_size)
+        if len(holdout["obs"]) == 0 or replay.held >= len(replay):
+            return None
+        batch = replay.sample(self.cfg.fit_size, 1, rng)
+        train = {"obs": batch["obs"][:, 0], "action": batch["action"][:, 0]}
+        train["next_obs"] = batch["obs"][:, 1]
+        self.calib, decisions = calibrate(
+            self.agent,
+            params,
+            train,
+            holdout,
+            kind=self.cfg.score,
+            window=self.cfg.window,
+            alpha=self.cfg.alpha,
+        )
+        threshold = float(self.calib.threshold)
+        return {"threshold": threshold, "n": len(decisions), "alpha": self.cfg.alpha}
