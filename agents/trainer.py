@@ -4,7 +4,13 @@ The library returns numbers through `emit(kind, env_step, data)`; the caller own
 kinds: 'train' (metrics every log.every steps; `sps` excludes evaluation and checkpoint time;
 `abstain_rate` = abstained decisions / decisions since the last record), 'episode' (each
 finished training episode), 'eval', 'checkpoint', 'resume', 'calibration' (threshold, n),
-'abstain' (each abstained decision: env, score, threshold; only with abstain.enabled).
+'abstain' (each abstained decision: env, score, threshold; only with abstain.enabled),
+'warning' (message: e.g. a corrupt checkpoint skipped on resume).
+
+Resume is exact: every checkpoint is an episode boundary (the envs are reset with a seed keyed
+by the step right after each save, as on resume), so a run killed and resumed from its newest
+checkpoint reproduces the uninterrupted run bit for bit on CPU. A stop request (`should_stop`,
+polled once per iteration) saves a checkpoint at the current step and returns.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import numpy as np
 
 from agents.agent import make_agent
 from agents.calibration import Calibrator
+from agents.config_checks import check_training_config
+from agents.divergence import check_finite
 from agents.evaluation import evaluate
 from agents.replay import Replay
 from envs import Driver, make_env
@@ -58,11 +66,19 @@ def _choose(agent, state, carry, driver, calibrator, cfg, decisions, env_steps, 
     return action, carry, len(where)
 
 
-def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
-    """Train per `cfg` in `run_dir` (resuming its newest checkpoint if any).
+def _reset_seed(seed: int, env_steps: int) -> int:
+    return int(np_rng(seed, "reset", env_steps).integers(2**31))
 
-    Returns the final evaluation ({} when eval.every == 0: no evaluation at all).
+
+def train(
+    cfg: Config, run_dir: Path, *, emit: Emit, should_stop: Callable[[], bool] = lambda: False
+) -> dict:
+    """Train per `cfg` in `run_dir` (resuming its newest good checkpoint if any).
+
+    Returns the final evaluation ({} when eval.every == 0 or when stopped by `should_stop`).
+    Raises TrainingDiverged (nothing saved) on a non-finite loss.
     """
+    check_training_config(cfg)
     seed, tc, env_cfg = cfg.seed, cfg.train, cfg.env
     env = make_env(
         env_cfg.id,
@@ -86,14 +102,16 @@ def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
     state = agent.init(key=key_for(seed, "init", 0))
     env_steps = updates = decisions = 0
-    if cfg.resume and ckpt.latest_step() is not None:
-        state, replay_arrays, meta = ckpt.restore(state)
+    warn = lambda message: emit("warning", env_steps, {"message": message})  # noqa: E731
+    found = ckpt.restore_latest(state, warn=warn) if cfg.resume else None
+    if found is not None:
+        _, state, replay_arrays, meta = found
         replay.load_state_dict(replay_arrays)
         env_steps, updates, decisions = meta["env_steps"], meta["updates"], meta["decisions"]
         calibrator.calib = Calibration.from_json(meta["calibration"])
         emit("resume", env_steps, {"updates": updates})
     driver.env_steps = env_steps
-    driver.reset(seed=int(np_rng(seed, "reset", env_steps).integers(2**31)))
+    driver.reset(seed=_reset_seed(seed, env_steps))
     carry = agent.init_carry(env_cfg.num_envs)
     metrics, pretrained, last_eval = None, env_steps >= tc.seed_steps, {}
     abstained = 0
@@ -120,12 +138,15 @@ def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
             return
         meta = {"env_steps": step, "updates": updates, "decisions": decisions}
         meta["calibration"] = calibrator.calib.to_json()
+        check_finite(metrics, step, ckpt.latest_step())
         ckpt.save(step, state=state, replay=replay.state_dict(), meta=meta)
         emit("checkpoint", step, meta)
 
-    tick, tick_steps = time.perf_counter(), env_steps
+    tick, tick_steps, stopped = time.perf_counter(), env_steps, False
     try:
         while env_steps < tc.steps:
+            if stopped := should_stop():
+                break
             calibrator.start_episodes(driver.first, decisions)
             action, carry, n_abstained = _choose(
                 agent, state, carry, driver, calibrator, cfg, decisions, env_steps, emit
@@ -152,6 +173,7 @@ def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
             if _crossed(before, env_steps, cfg.log.every) and metrics is not None:
                 now = time.perf_counter()
                 data = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                check_finite(data, env_steps, ckpt.latest_step())
                 data.update(updates=updates, sps=(env_steps - tick_steps) / (now - tick))
                 data["abstain_rate"] = abstained * env_cfg.action_repeat / (env_steps - tick_steps)
                 tick, tick_steps, abstained = now, env_steps, 0
@@ -163,9 +185,14 @@ def train(cfg: Config, run_dir: Path, *, emit: Emit) -> dict:
                 tick, tick_steps = time.perf_counter(), env_steps
             if _crossed(before, env_steps, cfg.checkpoint.every):
                 save(env_steps)
+                driver.reset(seed=_reset_seed(seed, env_steps))  # as a resume here would
+                carry = agent.init_carry(env_cfg.num_envs)
                 tick, tick_steps = time.perf_counter(), env_steps
     finally:
         env.close()
+    if stopped:
+        save(env_steps)
+        return {}
     if pretrained:
         recalibrate(env_steps)
     save(env_steps)

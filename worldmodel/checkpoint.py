@@ -2,16 +2,23 @@
 
 Layout under `directory`: `<step>/` (orbax items `state`, `meta`, `manifest`) and
 `replay/<step>.npz`. A half-written checkpoint is never restored: the npz is written and
-fsynced first (temp file + rename), then orbax commits the step directory atomically with a
-manifest of the npz's size and sha256 (checked on restore) and the state's leaf signature.
+fsynced first (temp file + rename), then orbax commits the step directory atomically (it writes
+into `<step>.orbax-checkpoint-tmp-*`, adds `commit_success.txt`, renames) with a manifest of the
+npz's size and sha256, the state's leaf signature and sha256 digests of the state's bytes and of
+meta; everything is fsynced before `save` returns. A step directory without `commit_success.txt`
+is ignored; one that fails verification is reported and `restore_latest` falls back to the
+previous one, moving the bad one to `corrupt/`. Nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
+import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -22,6 +29,8 @@ import orbax.checkpoint as ocp
 from worldmodel.errors import CheckpointError
 
 _REPLAY_DIR = "replay"
+_CORRUPT_DIR = "corrupt"  # verified-bad checkpoints are moved here (kept for inspection)
+_COMMIT_FILE = "commit_success.txt"  # orbax writes it just before the final rename
 _CHUNK = 1 << 22  # 4 MiB reads when hashing the replay file
 
 
@@ -52,6 +61,48 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
+class CheckpointMismatch(CheckpointError):
+    """The checkpoint is intact but holds a different state structure (another model config)."""
+
+
+def _tree_digest(tree: Any) -> str | None:
+    """sha256 over every leaf's path, dtype, shape and bytes; None when some leaf lives on
+    another host (multi-process: orbax's own checks apply)."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    if any(not getattr(leaf, "is_fully_addressable", True) for _, leaf in leaves):
+        return None
+    digest = hashlib.sha256()
+    for path, leaf in leaves:
+        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)  # typed keys have no numpy view
+        array = np.ascontiguousarray(jax.device_get(leaf))
+        digest.update(f"{jax.tree_util.keystr(path)}:{array.dtype}{list(array.shape)};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _json_digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and directory under `root` and `root`'s parent (durable after a crash)."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(folder))
+    _fsync_dir(root.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _signature(tree: Any) -> dict[str, str]:
     """{leaf path: 'dtype[shape]'}, e.g. {".params['w']": 'float32[4, 8]', '.step': 'int'}."""
     signature = {}
@@ -64,18 +115,18 @@ def _signature(tree: Any) -> dict[str, str]:
 
 
 def _check_signature(saved: dict[str, str], template: dict[str, str], where: str) -> None:
-    """Raise CheckpointError naming the first leaf that differs between the two."""
+    """Raise CheckpointMismatch naming the first leaf that differs between the two."""
     if saved == template:
         return
     prefix = f"{where} does not match the state template:"
     extra = sorted(saved.keys() - template.keys())
     if extra:
-        raise CheckpointError(f"{prefix} leaf {extra[0]} is missing from the template")
+        raise CheckpointMismatch(f"{prefix} leaf {extra[0]} is missing from the template")
     for path, expected in template.items():
         if path not in saved:
-            raise CheckpointError(f"{prefix} leaf {path} is missing from the checkpoint")
+            raise CheckpointMismatch(f"{prefix} leaf {path} is missing from the checkpoint")
         if saved[path] != expected:
-            raise CheckpointError(
+            raise CheckpointMismatch(
                 f"{prefix} leaf {path} is {saved[path]} there, {expected} in the template"
             )
 
@@ -115,9 +166,12 @@ class Checkpointer:
         return self.directory / _REPLAY_DIR / f"{step}.npz"
 
     def all_steps(self) -> list[int]:
-        """Steps with a committed checkpoint, ascending."""
+        """Steps with a committed checkpoint (orbax's commit marker present), ascending."""
         manager = self._get_manager(create=False)
-        return sorted(manager.all_steps()) if manager is not None else []
+        if manager is None:
+            return []
+        steps = manager.all_steps()
+        return sorted(s for s in steps if (self.directory / str(s) / _COMMIT_FILE).is_file())
 
     def latest_step(self) -> int | None:
         """Newest committed step, or None when there is none."""
@@ -138,8 +192,11 @@ class Checkpointer:
                 raise TypeError(f"replay[{key!r}] has dtype object; only plain arrays")
             arrays[str(key)] = array
         manager = self._get_manager(create=True)
-        if step in manager.all_steps():
+        if step in self.all_steps():
             raise CheckpointError(f"checkpoint step {step} already exists in {self.directory}")
+        if step in manager.all_steps():  # a directory without orbax's commit marker
+            self._quarantine([step])
+            manager = self._get_manager(create=True)
         replay_path = self._replay_path(step)
         replay_path.parent.mkdir(exist_ok=True)
         _write_npz(replay_path, arrays)  # before the orbax commit, see module docstring
@@ -149,6 +206,7 @@ class Checkpointer:
                 "sha256": _sha256(replay_path),
             },
             "state": _signature(state),
+            "digest": {"state": _tree_digest(state), "meta": _json_digest(meta)},
         }
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
@@ -157,6 +215,8 @@ class Checkpointer:
         )
         manager.save(step, args=args, force=True)
         manager.wait_until_finished()
+        if jax.process_index() == 0:
+            _fsync_tree(self.directory / str(step))
         self._prune_replay(set(manager.all_steps()))
 
     def _prune_replay(self, live_steps: set[int]) -> None:
@@ -189,7 +249,8 @@ class Checkpointer:
         where = f"checkpoint step {step} in {self.directory}"
         manifest = self._restore_items(step, where, manifest=ocp.args.JsonRestore())
         manifest = manifest.manifest
-        if not isinstance(manifest, dict) or manifest.keys() != {"replay", "state"}:
+        keys = manifest.keys() if isinstance(manifest, dict) else set()
+        if not {"replay", "state"} <= keys <= {"replay", "state", "digest"}:
             raise CheckpointError(f"{where} is corrupt (malformed manifest)")
         _check_signature(manifest["state"], _signature(template_state), where)
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template_state)
@@ -199,8 +260,66 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract),
             meta=ocp.args.JsonRestore(),
         )
+        digest = manifest.get("digest") or {}  # absent in checkpoints of older versions
+        state_dir = self.directory / str(step) / "state"
+        if digest.get("state") and _tree_digest(restored.state) != digest["state"]:
+            raise CheckpointError(f"{where} is corrupt (state files in {state_dir} fail sha256)")
+        if digest.get("meta") and _json_digest(restored.meta) != digest["meta"]:
+            raise CheckpointError(f"{where} is corrupt (meta fails sha256)")
         replay = self._load_replay(step, manifest["replay"])
         return restored.state, replay, restored.meta
+
+    def restore_latest(
+        self, template_state: Any, *, warn: Callable[[str], None]
+    ) -> tuple[int, Any, dict[str, np.ndarray], dict] | None:
+        """Restore the newest checkpoint that verifies: (step, state, replay, meta), or None
+        when there is none. Each corrupt newer one is reported via `warn(message)` and, once a
+        good one is found, moved to `corrupt/`. Raises CheckpointMismatch at once (an intact
+        checkpoint of another config), CheckpointError when every checkpoint is corrupt.
+        """
+        bad: list[int] = []
+        for step in reversed(self.all_steps()):
+            try:
+                state, replay, meta = self.restore(template_state, step)
+            except CheckpointMismatch:
+                raise
+            except CheckpointError as e:
+                warn(f"{e}; trying the previous checkpoint")
+                bad.append(step)
+                continue
+            if jax.process_index() == 0:
+                self._quarantine(bad)
+            return step, state, replay, meta
+        if bad:
+            raise CheckpointError(
+                f"every checkpoint in {self.directory} is corrupt (steps "
+                f"{', '.join(map(str, sorted(bad)))}); move it away or pass resume=false"
+            )
+        return None
+
+    def _quarantine(self, steps: list[int]) -> None:
+        """Move step directories and their replay files to `corrupt/` (out of orbax's sight)."""
+        if not steps:
+            return
+        self.close()  # the manager caches the step list
+        target = self.directory / _CORRUPT_DIR
+        target.mkdir(exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for step in steps:
+            for path in (self.directory / str(step), self._replay_path(step)):
+                if path.exists():
+                    path.rename(target / f"{path.name}.{stamp}")
+
+    def manifest(self, step: int) -> dict:
+        """The manifest of committed checkpoint `step`: {'replay': {bytes, sha256}, 'state':
+        {leaf: 'dtype[shape]'}, 'digest': {'state', 'meta'} sha256}; equal digests = equal bits."""
+        where = f"checkpoint step {step} in {self.directory}"
+        return self._restore_items(step, where, manifest=ocp.args.JsonRestore()).manifest
+
+    def meta(self, step: int) -> dict:
+        """The meta dict of committed checkpoint `step` (no state or replay is read)."""
+        where = f"checkpoint step {step} in {self.directory}"
+        return self._restore_items(step, where, meta=ocp.args.JsonRestore()).meta
 
     def _restore_items(self, step: int, where: str, **items: Any) -> Any:
         try:
