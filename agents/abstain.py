@@ -1,8 +1,8 @@
 """The abstention gate: score each decision, compare with the calibrated threshold, fall back.
 
 Device side (pure, called inside the jitted `act`). At decision t in env i the step score is
-  epistemic(z_t, a_t)                  (the heads disagree on the action the planner chose), or
-  surprise(z_{t-1}, a_{t-1}, z_t)      (the last transition left the model's predictive band; 0 at
+  epistemic(o_t, a_t)                  (the heads disagree on the action the planner chose), or
+  surprise(o_{t-1}, a_{t-1}, o_t)      (the last transition left the model's predictive band; 0 at
                                         an episode's first step), or their max (`score: max`),
 averaged over the last `window` decisions of the episode. Above the threshold the agent
 abstains and the fallback acts: 'hold' (zero action), 'prior' (policy-prior mean, no planning)
@@ -20,7 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from worldmodel.errors import ConfigError
-from worldmodel.uncertainty import Calibration, check_alpha, check_kind, step_scores, window_mean
+from worldmodel.uncertainty import (
+    Calibration,
+    check_alpha,
+    check_kind,
+    epistemic,
+    step_scores,
+    window_mean,
+)
 
 FALLBACKS = ("hold", "prior", "stop")
 
@@ -52,17 +59,20 @@ class AbstainConfig:
             raise ConfigError(f"abstain.holdout must be in [0, 1), got {self.holdout}")
 
 
-def gate(model, params, calib: Calibration, cfg: AbstainConfig, prev: dict, z, action, first):
+def gate(model, params, calib: Calibration, cfg: AbstainConfig, prev: dict, obs, action, first):
     """Score a batch of decisions and decide whether to abstain.
 
-    prev: {'z' (N, L), 'a' (N, A), 'win' (N, W), 'count' (N,)} from the previous decision;
-    z (N, L), action (N, A) the planner's choice, first (N,) bool. Returns (abstained (N,) bool,
-    score (N,) windowed, step score (N,), prev' for the next call).
+    prev: {'obs' (N, D), 'a' (N, A), 'win' (N, W), 'count' (N,)} from the previous decision;
+    obs (N, D), action (N, A) the planner's choice, first (N,) bool. Returns (abstained (N,)
+    bool, score (N,) windowed, step score (N,), prev' for the next call; the caller sets
+    prev'['a'] to the action actually taken).
     """
-    scores = step_scores(model, params, calib, z, action, z)  # epistemic at (z_t, a_t)
-    after = step_scores(model, params, calib, prev["z"], prev["a"], z)  # surprise of t-1 -> t
-    e = scores["epistemic"]
-    s = jnp.where(first, 0.0, after["surprise"])
+    e = epistemic(model, params, calib, obs, action)
+    if cfg.score == "epistemic":
+        s = jnp.zeros_like(e)
+    else:  # the surprise of the transition t-1 -> t
+        s = step_scores(model, params, calib, prev["obs"], prev["a"], obs)["surprise"]
+        s = jnp.where(first, 0.0, s)
     step = {"epistemic": e, "surprise": s, "max": jnp.maximum(e, s)}[cfg.score]
     W = cfg.window
     win = jnp.where(first[:, None], 0.0, prev["win"])
@@ -72,13 +82,13 @@ def gate(model, params, calib: Calibration, cfg: AbstainConfig, prev: dict, z, a
     live = jnp.arange(W)[None, :] >= (W - count)[:, None]
     score = (win * live).sum(axis=1) / count
     abstained = jnp.logical_and(cfg.enabled, score > calib.threshold)
-    new_prev = {"z": z, "a": action, "win": win, "count": count}
+    new_prev = {"obs": obs, "a": action, "win": win, "count": count}
     return abstained, score, step, new_prev
 
 
-def init_prev(num_envs: int, latent_dim: int, act_dim: int, window: int) -> dict:
+def init_prev(num_envs: int, obs_dim: int, act_dim: int, window: int) -> dict:
     return {
-        "z": jnp.zeros((num_envs, latent_dim)),
+        "obs": jnp.zeros((num_envs, obs_dim)),
         "a": jnp.zeros((num_envs, act_dim)),
         "win": jnp.zeros((num_envs, window)),
         "count": jnp.zeros((num_envs,), jnp.int32),

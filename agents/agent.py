@@ -29,7 +29,7 @@ from worldmodel.update import OptimConfig, TrainState, make_train
 @flax.struct.dataclass
 class Carry:
     """Per-env state between `act` calls: the planner's warm-start mean (N, H, A) and the gate's
-    memory {'z' (N, L), 'a' (N, A), 'win' (N, W), 'count' (N,)} (see agents.abstain.gate)."""
+    memory {'obs' (N, D), 'a' (N, A), 'win' (N, W), 'count' (N,)} (see agents.abstain.gate)."""
 
     plan_mean: jax.Array
     prev: dict
@@ -50,12 +50,13 @@ class Agent:
         # Committed to a device like the carry `act` returns, so the second call does not retrace.
         m = self.model
         zeros = jnp.zeros((num_envs, self.planner_cfg.horizon, m.act_dim))
-        prev = init_prev(num_envs, m.latent_dim, m.act_dim, self.abstain_cfg.window)
+        prev = init_prev(num_envs, m.obs_dim, m.act_dim, self.abstain_cfg.window)
         return jax.device_put(Carry(plan_mean=zeros, prev=prev), jax.devices()[0])
 
     def init_calibration(self) -> Calibration:
         """Uncalibrated (threshold inf: nothing abstains until `agents.calibration` has run)."""
-        calib = init_calibration(self.model.latent_dim, alpha=self.abstain_cfg.alpha)
+        m = self.model
+        calib = init_calibration(m.latent_dim, m.obs_dim, alpha=self.abstain_cfg.alpha)
         return jax.device_put(calib, jax.devices()[0])
 
     def act(
@@ -117,7 +118,7 @@ def make_agent(
             action = sample if explore else mean_action
             info = {}
         abstained, score, step_score, prev = gate(
-            wm, params, calib, abstain_cfg, carry.prev, z, action, first
+            wm, params, calib, abstain_cfg, carry.prev, obs, action, first
         )
         action = jnp.where(abstained[:, None], fallback_action(wm, params, abstain_cfg, z), action)
         prev = {**prev, "a": action}  # the surprise of the next step is that of what was done

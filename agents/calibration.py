@@ -28,16 +28,15 @@ _CHUNK = 4096
 
 @functools.partial(jax.jit, static_argnums=0)
 def _score_chunk(model, params, calib, obs, action, next_obs):
-    z, z_next = model.encode(params, obs), model.encode(params, next_obs)
-    scores = step_scores(model, params, calib, z, action, z_next)
-    return scores, interval_z(model, params, calib, z, action, z_next)
+    scores = step_scores(model, params, calib, obs, action, next_obs)
+    return scores, interval_z(model, params, obs, action, next_obs)
 
 
 def score_transitions(agent, params, calib: Calibration, obs, action, next_obs) -> dict:
     """Per-transition scores of obs (T, D), action (T, A), next_obs (T, D).
 
-    Returns numpy {'epistemic','surprise','max'} (T,) and 'interval_z' (T, L) (standardised
-    residuals, see worldmodel.uncertainty.interval_z). Evaluated in fixed chunks (one compile).
+    Returns numpy {'epistemic','surprise','max', and their parts} (T,) and 'interval_z' (T, D)
+    (standardised next-observation residuals, see worldmodel.uncertainty.interval_z). Evaluated in fixed chunks (one compile).
     """
     T = len(obs)
     out: dict[str, list] = {}
@@ -67,8 +66,9 @@ def _fit(model, params, obs, action, next_obs):
 
 def fit_calibration_scales(agent, params, train: dict, *, alpha: float) -> Calibration:
     """Calibration with normalisers fit on training transitions; threshold still inf."""
-    epi, res = _fit(agent.model, params, train["obs"], train["action"], train["next_obs"])
-    return Calibration(epi, res, jnp.asarray(np.inf, jnp.float32), jnp.asarray(0), alpha)
+    epi, res, obs_epi = _fit(agent.model, params, train["obs"], train["action"], train["next_obs"])
+    inf = jnp.asarray(np.inf, jnp.float32)
+    return Calibration(epi, res, obs_epi, inf, jnp.asarray(0, jnp.int32), alpha)
 
 
 def calibrate(agent, params, train: dict, holdout: dict, *, kind: str, window: int, alpha: float):
@@ -85,7 +85,7 @@ def calibrate(agent, params, train: dict, holdout: dict, *, kind: str, window: i
     decisions = decision_scores(scores, holdout["first"], kind=kind, window=window)
     threshold = conformal_threshold(decisions, alpha)
     calib = calib.replace(
-        threshold=jnp.asarray(threshold, jnp.float32), n=jnp.asarray(len(decisions))
+        threshold=jnp.asarray(threshold, jnp.float32), n=jnp.asarray(len(decisions), jnp.int32)
     )
     return calib, decisions
 
@@ -105,11 +105,13 @@ class Calibrator:
         self.held = np.zeros(num_envs, bool)
         self.calib = agent.init_calibration()
 
-    def start_episodes(self, first: np.ndarray, decision: int) -> None:
-        """Redraw the held-out flag of envs whose obs begins a new episode."""
+    def start_episodes(self, first: np.ndarray, decision: int, *, active: bool) -> None:
+        """Redraw the held-out flag of envs whose obs begins a new episode. Nothing is held out
+        while not `active` (the seed phase), so training always has data to start from."""
         from worldmodel.rng import np_rng
 
         draw = np_rng(self.seed, "holdout", decision).random(len(first)) < self.cfg.holdout
+        draw &= active
         self.held = np.where(first, draw, self.held)
 
     @property

@@ -95,6 +95,7 @@ def test_training_loop_steps_and_compiles(monkeypatch, tmp_path):
             "eval.every=80",
             "checkpoint.every=80",
             "log.every=40",
+            "abstain.holdout=0.5",
         ]
     )
     created, agents = {}, []

@@ -108,7 +108,19 @@ def _reference_loss(model, cfg, params, target_q, batch, key):
             td = rew[t, b] + cfg.discount * (1 - term[t, b]) * q_next[b]
             td_sum += mask[t, b] * td
             val_l += w * np.mean([ce(q_log[i, b], td) for i in range(Q)])
+    # observation heads: Gaussian NLL of symlog(obs') - symlog(obs), mean over heads and dims
+    o_mean, o_var = (f64(x) for x in model.obs_moments(params, obs[:-1], act))  # (K, H, B, D)
+    sl = lambda x: np.sign(x) * np.log1p(np.abs(x))  # noqa: E731
+    o_target = sl(f64(obs[1:])) - sl(f64(obs[:-1]))
+    obs_l = 0.0
+    for t in range(H):
+        for b in range(B):
+            nll = 0.5 * (
+                (o_target[t, b] - o_mean[:, t, b]) ** 2 / o_var[:, t, b] + np.log(o_var[:, t, b])
+            )
+            obs_l += mask[t, b] * nll.mean()
     terms = {
+        "obs_loss": obs_l / (H * B),
         "consistency_loss": cons / (H * B),
         "reward_loss": rew_l / (H * B),
         "continue_loss": cont_l / (H * B),
@@ -120,6 +132,7 @@ def _reference_loss(model, cfg, params, target_q, batch, key):
         + cfg.reward_coef * terms["reward_loss"]
         + cfg.value_coef * terms["value_loss"]
         + cfg.continue_coef * terms["continue_loss"]
+        + cfg.obs_coef * terms["obs_loss"]
     )
     return total, terms
 

@@ -30,6 +30,7 @@ class LossConfig:
     continue_coef: float = 1.0
     entropy_coef: float = 1e-4
     td_lambda: float = 0.0
+    obs_coef: float = 1.0
 
 
 def to_time_major(batch: dict) -> dict:
@@ -109,11 +110,18 @@ def world_model_loss(
     q_ce = ops.soft_ce(q_logits, td_target[None], model.num_bins, model.vmin, model.vmax)
     value_loss = jnp.sum(w * q_ce.mean(axis=0)) / (H * B)
 
+    # Observation heads (own params, raw obs in): Gaussian NLL of every step's obs change.
+    o_mean, o_var = model.obs_moments(params, obs[:-1], act)  # (K, H, B, D)
+    o_err = (model.obs_target(obs[:-1], obs[1:])[None] - o_mean) ** 2
+    o_nll = 0.5 * (o_err / o_var + jnp.log(o_var)).mean(axis=(0, 3))  # (H, B)
+    obs_loss = jnp.sum(mask * o_nll) / (H * B)
+
     total = (
         cfg.consistency_coef * consistency
         + cfg.reward_coef * reward_loss
         + cfg.value_coef * value_loss
         + cfg.continue_coef * continue_loss
+        + cfg.obs_coef * obs_loss
     )
     valid = jnp.concatenate([jnp.ones((1, B)), mask], axis=0)  # (H+1, B) latents inside episode
     aux = {
@@ -121,6 +129,7 @@ def world_model_loss(
         "reward_loss": reward_loss,
         "value_loss": value_loss,
         "continue_loss": continue_loss,
+        "obs_loss": obs_loss,
         "td_target": jnp.sum(td_target * mask) / jnp.sum(mask),
         "disagreement": zk.var(axis=1).mean(),
         "zs": sg(zs),

@@ -3,6 +3,12 @@
 `WorldModel` is a static description (hyperparameters + flax modules); its methods are pure
 functions of a params dict, so they can be jitted, vmapped and scanned freely.
 Shapes: obs (..., D), latent z (..., L), action a (..., A); K dynamics heads, Q critics.
+Beside the latent heads, K observation heads predict the next observation's change (in symlog
+space) with a mean and a variance each (a probabilistic ensemble, as PETS): the latent is
+built to be compact (LayerNorm + SimNorm squash a far-away observation onto the same simplex
+corners as a near one, so latent heads cannot see such novelty); the observation heads see the
+raw input, so their disagreement does. They are trained on the same batch, on their own
+parameters, and only feed the uncertainty scores (worldmodel.uncertainty), never the planner.
 """
 
 from __future__ import annotations
@@ -68,10 +74,17 @@ class WorldModel:
             ensemble(StateActionMLP, self.num_q, hidden=hidden, out=self.num_bins, zero_init=True),
         )
         object.__setattr__(self, "_pi", MLP(hidden, 2 * self.act_dim))
+        object.__setattr__(
+            self,
+            "_obs_heads",
+            ensemble(
+                StateActionMLP, self.num_heads, hidden=hidden, out=2 * self.obs_dim, layer_norm=False
+            ),
+        )
 
     # ----------------------------------------------------------------------------- init
     def init(self, *, key: jax.Array) -> dict:
-        """Fresh params {'encoder','dynamics','reward','q','pi'}."""
+        """Fresh params {'encoder','dynamics','reward','q','pi','obs_heads'}."""
         keys = jax.random.split(key, 5)
         obs = jnp.zeros((1, self.obs_dim))
         z = jnp.zeros((1, self.latent_dim))
@@ -86,6 +99,12 @@ class WorldModel:
             "reward": self._reward.init(keys[2], z, a)["params"],
             "q": self._q.init(keys[3], zq, aq)["params"],
             "pi": self._pi.init(keys[4], z)["params"],
+            # its own key stream, so adding these heads left the other initial params unchanged
+            "obs_heads": self._obs_heads.init(
+                jax.random.fold_in(key, 5),
+                jnp.zeros((self.num_heads, 1, self.obs_dim)),
+                jnp.zeros((self.num_heads, 1, self.act_dim)),
+            )["params"],
         }
 
     # ----------------------------------------------------------------------------- parts
@@ -121,6 +140,28 @@ class WorldModel:
         Zero when all heads agree (inside the data), grows where they were never constrained.
         """
         return self.next_all(params, z, a).var(axis=0).mean(axis=-1)
+
+    def obs_moments(self, params: dict, obs: jax.Array, a: jax.Array):
+        """Observation heads: (mean (K, ..., D), variance (K, ..., D)) of symlog(obs') - symlog(obs).
+
+        The variance is each head's aleatoric estimate (log-variance softly kept in [-10, 4]);
+        the spread of the K means is the epistemic part.
+        """
+        K = self.num_heads
+        x = ops.symlog(obs)
+        out = self._obs_heads.apply(
+            {"params": params["obs_heads"]},
+            jnp.broadcast_to(x, (K, *x.shape)),
+            jnp.broadcast_to(a, (K, *a.shape)),
+        )
+        mean, raw = jnp.split(out, 2, axis=-1)
+        log_var = -3.0 + 7.0 * jnp.tanh(raw / 7.0)  # in (-10, 4), ~raw - 3 near 0
+        return mean, jnp.exp(log_var)
+
+    @staticmethod
+    def obs_target(obs: jax.Array, next_obs: jax.Array) -> jax.Array:
+        """What the observation heads predict: symlog(next_obs) - symlog(obs) (..., D)."""
+        return ops.symlog(next_obs) - ops.symlog(obs)
 
     def reward_logits(self, params: dict, z: jax.Array, a: jax.Array):
         """(reward two-hot logits (..., num_bins), termination logit (...,)) for taking a in z.

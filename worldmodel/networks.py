@@ -18,17 +18,21 @@ from worldmodel import ops
 
 class MLP(nn.Module):
     """(..., in) -> (..., out). Hidden layers Dense+LayerNorm+SiLU; `zero_init` zeroes the last layer
-    (reward and value heads start by predicting 0); `simnorm_group` > 0 applies SimNorm to the output."""
+    (reward and value heads start by predicting 0); `simnorm_group` > 0 applies SimNorm to the output.
+    `layer_norm=False` drops LayerNorm: it makes a layer blind to its input's scale, which is
+    what an ensemble needs to see to disagree far from its data (the observation heads)."""
 
     hidden: Sequence[int]
     out: int
     zero_init: bool = False
     simnorm_group: int = 0
+    layer_norm: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden:
-            x = jax.nn.silu(nn.LayerNorm()(nn.Dense(width)(x)))
+            x = nn.Dense(width)(x)
+            x = jax.nn.silu(nn.LayerNorm()(x) if self.layer_norm else x)
         init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal()
         x = nn.Dense(self.out, kernel_init=init)(x)
         if self.simnorm_group:
@@ -43,10 +47,11 @@ class StateActionMLP(nn.Module):
     out: int
     zero_init: bool = False
     simnorm_group: int = 0
+    layer_norm: bool = True
 
     @nn.compact
     def __call__(self, z: jax.Array, a: jax.Array) -> jax.Array:
-        return MLP(self.hidden, self.out, self.zero_init, self.simnorm_group)(
+        return MLP(self.hidden, self.out, self.zero_init, self.simnorm_group, self.layer_norm)(
             jnp.concatenate([z, a], axis=-1)
         )
 

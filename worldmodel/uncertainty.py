@@ -1,14 +1,17 @@
-"""Epistemic scores of the dynamics ensemble, their normalisation and split-conformal calibration.
+"""Epistemic scores of the dynamics ensembles, their normalisation and split-conformal calibration.
 
-Two per-step scores, both ~1 in distribution after normalisation (so one threshold means the
-same across tasks and latent sizes):
-  epistemic(z, a)        = mean_d Var_k[f_k(z, a)_d] / epi_scale_d        (before acting: heads disagree)
-  surprise(z, a, z_next) = mean_d (z_next_d - mean_k f_k_d)^2 / (Var_k_d + res_scale_d)
-                                                                         (after the transition)
-`Var_k` is the epistemic part (disagreement of the K heads); `res_scale` is the aleatoric part:
-the residual variance left in distribution once the heads' spread is accounted for. They are
-kept apart and only combined in the surprise denominator, as a predictive variance.
-Shapes: z (..., L), a (..., A); scores (...,). Pure JAX except the numpy helpers marked host.
+Two per-step scores, each the mean of a latent part and an observation part, all ~1 in
+distribution after normalisation (so one threshold means the same across tasks and sizes):
+  epistemic(o, a)      latent: mean_l Var_k[f_k(z, a)_l] / epi_scale_l     (heads disagree, before acting)
+                       obs:    mean_d Var_k[mu_k(o, a)_d] / obs_epi_scale_d
+  surprise(o, a, o')   latent: mean_l (z'_l - mean_k f_k_l)^2 / (Var_k f_k_l + res_scale_l)
+                       obs:    mean_d (y_d - mean_k mu_k_d)^2 / (Var_k mu_k_d + mean_k s2_k_d)
+                                                                   (after the transition)
+z = encode(o), y = symlog(o') - symlog(o); mu_k, s2_k: observation head k's mean and variance
+(see WorldModel.obs_moments). Var_k is the epistemic part (disagreement of K heads);
+res_scale and s2_k are the aleatoric part (noise left in distribution). They are kept apart
+and only added in the surprise denominator, as a predictive variance.
+Shapes: obs (..., D), a (..., A); scores (...,). Pure JAX except the numpy helpers marked host.
 """
 
 from __future__ import annotations
@@ -31,13 +34,15 @@ _FLOOR = 1e-8
 class Calibration:
     """Normalisers and the abstain threshold; travels with the checkpoint.
 
-    epi_scale (L,), res_scale (L,): per-dim in-distribution disagreement and residual variance,
-    fit on training data. threshold (): the split-conformal (1 - alpha) quantile of the score on
-    held-out transitions (inf = not calibrated: nothing abstains). n (): calibration set size.
+    epi_scale (L,), res_scale (L,), obs_epi_scale (D,): per-dim in-distribution disagreement and
+    residual variance, fit on training data. threshold (): the split-conformal (1 - alpha)
+    quantile of the score on held-out transitions (inf = not calibrated: nothing abstains).
+    n (): calibration set size.
     """
 
     epi_scale: jax.Array
     res_scale: jax.Array
+    obs_epi_scale: jax.Array
     threshold: jax.Array
     n: jax.Array
     alpha: float = flax.struct.field(pytree_node=False, default=0.05)
@@ -51,6 +56,7 @@ class Calibration:
         return {
             "epi_scale": np.asarray(self.epi_scale).tolist(),
             "res_scale": np.asarray(self.res_scale).tolist(),
+            "obs_epi_scale": np.asarray(self.obs_epi_scale).tolist(),
             "threshold": float(self.threshold) if self.calibrated else None,
             "n": int(self.n),
             "alpha": float(self.alpha),
@@ -59,20 +65,23 @@ class Calibration:
     @classmethod
     def from_json(cls, d: dict) -> Calibration:
         thr = d["threshold"]
+        f32 = lambda k: jnp.asarray(d[k], jnp.float32)  # noqa: E731
         return cls(
-            epi_scale=jnp.asarray(d["epi_scale"], jnp.float32),
-            res_scale=jnp.asarray(d["res_scale"], jnp.float32),
+            epi_scale=f32("epi_scale"),
+            res_scale=f32("res_scale"),
+            obs_epi_scale=f32("obs_epi_scale"),
             threshold=jnp.asarray(np.inf if thr is None else thr, jnp.float32),
             n=jnp.asarray(d["n"], jnp.int32),
             alpha=float(d["alpha"]),
         )
 
 
-def init_calibration(latent_dim: int, *, alpha: float = 0.05) -> Calibration:
+def init_calibration(latent_dim: int, obs_dim: int, *, alpha: float = 0.05) -> Calibration:
     """Uncalibrated: unit scales, threshold inf (never abstains), n = 0."""
     check_alpha(alpha)
     ones = jnp.ones((latent_dim,), jnp.float32)
-    return Calibration(ones, ones, jnp.asarray(np.inf, jnp.float32), jnp.asarray(0), alpha)
+    inf = jnp.asarray(np.inf, jnp.float32)
+    return Calibration(ones, ones, jnp.ones((obs_dim,)), inf, jnp.asarray(0, jnp.int32), alpha)
 
 
 def check_alpha(alpha: float) -> None:
@@ -92,48 +101,62 @@ def head_moments(model: WorldModel, params: dict, z, a):
     return zk.mean(axis=0), zk.var(axis=0)
 
 
-def epistemic(model: WorldModel, params: dict, calib: Calibration, z, a) -> jax.Array:
-    """Normalised disagreement (...,): ~1 in distribution, large where the heads diverge."""
-    _, var = head_moments(model, params, z, a)
-    return (var / calib.epi_scale).mean(axis=-1)
+def epistemic(model: WorldModel, params: dict, calib: Calibration, obs, a) -> jax.Array:
+    """Normalised disagreement (...,) before acting: ~1 in distribution, large where heads diverge."""
+    _, var = head_moments(model, params, model.encode(params, obs), a)
+    o_mean, _ = model.obs_moments(params, obs, a)
+    e_lat = (var / calib.epi_scale).mean(axis=-1)
+    e_obs = (o_mean.var(axis=0) / calib.obs_epi_scale).mean(axis=-1)
+    return 0.5 * (e_lat + e_obs)
 
 
-def surprise(model: WorldModel, params: dict, calib: Calibration, z, a, z_next) -> jax.Array:
-    """Normalised squared error (...,) of the observed next latent under the ensemble."""
+def step_scores(model: WorldModel, params: dict, calib: Calibration, obs, a, next_obs) -> dict:
+    """Scores of transitions obs (..., D), a (..., A) -> next_obs (..., D).
+
+    {'epistemic', 'surprise', 'max'} (...,) and their parts 'epistemic_latent', 'epistemic_obs',
+    'surprise_latent', 'surprise_obs' (see the module docstring).
+    """
+    z, z_next = model.encode(params, obs), model.encode(params, next_obs)
     mean, var = head_moments(model, params, z, a)
-    return ((z_next - mean) ** 2 / (var + calib.res_scale)).mean(axis=-1)
-
-
-def step_scores(model: WorldModel, params: dict, calib: Calibration, z, a, z_next) -> dict:
-    """All three per-step scores of transitions (z, a) -> z_next: {'epistemic','surprise','max'}."""
-    mean, var = head_moments(model, params, z, a)
-    e = (var / calib.epi_scale).mean(axis=-1)
-    s = ((z_next - mean) ** 2 / (var + calib.res_scale)).mean(axis=-1)
-    return {"epistemic": e, "surprise": s, "max": jnp.maximum(e, s)}
+    o_mean, o_var = model.obs_moments(params, obs, a)
+    o_epi, o_alea, o_mu = o_mean.var(axis=0), o_var.mean(axis=0), o_mean.mean(axis=0)
+    y = model.obs_target(obs, next_obs)
+    parts = {
+        "epistemic_latent": (var / calib.epi_scale).mean(axis=-1),
+        "epistemic_obs": (o_epi / calib.obs_epi_scale).mean(axis=-1),
+        "surprise_latent": ((z_next - mean) ** 2 / (var + calib.res_scale)).mean(axis=-1),
+        "surprise_obs": ((y - o_mu) ** 2 / (o_epi + o_alea)).mean(axis=-1),
+    }
+    e = 0.5 * (parts["epistemic_latent"] + parts["epistemic_obs"])
+    s = 0.5 * (parts["surprise_latent"] + parts["surprise_obs"])
+    return {"epistemic": e, "surprise": s, "max": jnp.maximum(e, s), **parts}
 
 
 def fit_scales(model: WorldModel, params: dict, obs, action, next_obs) -> tuple:
-    """(epi_scale (L,), res_scale (L,)) from training transitions obs (B, D), action (B, A).
+    """(epi_scale (L,), res_scale (L,), obs_epi_scale (D,)) from training transitions (B, ...).
 
     epi_scale = E[Var_k]; res_scale = max(E[(z' - mean)^2] - E[Var_k], floor): the aleatoric
-    residual. Both are floored relative to their average so no latent dim divides by ~0.
+    residual; obs_epi_scale = E[Var_k mu_k]. Each is floored relative to its average so no
+    dimension divides by ~0.
     """
     z, z_next = model.encode(params, obs), model.encode(params, next_obs)
     mean, var = head_moments(model, params, z, action)
+    o_mean, _ = model.obs_moments(params, obs, action)
+    floor = lambda x: jnp.maximum(x, 0.01 * x.mean() + _FLOOR)  # noqa: E731
     epi = var.mean(axis=0)
     res = jnp.maximum(((z_next - mean) ** 2).mean(axis=0) - epi, 0.0)
-    epi = jnp.maximum(epi, 0.01 * epi.mean() + _FLOOR)
-    res = jnp.maximum(res, 0.01 * res.mean() + _FLOOR)
-    return epi, res
+    return floor(epi), floor(res), floor(o_mean.var(axis=0).mean(axis=0))
 
 
-def interval_z(model: WorldModel, params: dict, calib: Calibration, z, a, z_next) -> jax.Array:
-    """Per-dim standardised residual |z' - mean| / sqrt(Var_k + res_scale) (..., L).
-
-    A central predictive interval mean ± c·sd covers z'_d exactly when this is <= c.
+def interval_z(model: WorldModel, params: dict, obs, a, next_obs) -> jax.Array:
+    """Per-dim standardised residual of the next observation (..., D) under the observation heads:
+    |y - mean_k mu_k| / sqrt(Var_k mu_k + mean_k s2_k). The central predictive interval
+    mean ± c·sd covers y_d exactly when this is <= c.
     """
-    mean, var = head_moments(model, params, z, a)
-    return jnp.abs(z_next - mean) / jnp.sqrt(var + calib.res_scale)
+    o_mean, o_var = model.obs_moments(params, obs, a)
+    y = model.obs_target(obs, next_obs)
+    sd = jnp.sqrt(o_mean.var(axis=0) + o_var.mean(axis=0))
+    return jnp.abs(y - o_mean.mean(axis=0)) / sd
 
 
 # ----------------------------------------------------------------------------- conformal (host)
@@ -147,7 +170,7 @@ def conformal_threshold(scores, alpha: float) -> float:
     s = np.sort(np.asarray(scores, np.float64).ravel())
     s = s[np.isfinite(s)]
     n = len(s)
-    k = math.ceil((n + 1) * (1.0 - alpha))
+    k = math.ceil((n + 1) * (1.0 - alpha) - 1e-9)  # no float round-up of an exact integer
     return float(s[k - 1]) if 1 <= k <= n else math.inf
 
 
@@ -199,8 +222,9 @@ class Abstained(RuntimeError):
     """Raised when a caller asks for a confident value from an abstained prediction."""
 
 
-def predict(model: WorldModel, params: dict, calib: Calibration, z, a) -> Prediction:
-    """One-step latent prediction with its epistemic score and abstain flag."""
-    mean, var = head_moments(model, params, z, a)
-    score = (var / calib.epi_scale).mean(axis=-1)
+def predict(model: WorldModel, params: dict, calib: Calibration, obs, a) -> Prediction:
+    """One-step latent prediction from obs (..., D), a (..., A) with its epistemic score and
+    abstain flag."""
+    mean, _ = head_moments(model, params, model.encode(params, obs), a)
+    score = epistemic(model, params, calib, obs, a)
     return Prediction(mean, score, calib.threshold, score > calib.threshold)
