@@ -1,8 +1,10 @@
-"""Plot learning curves (evaluation return vs env steps, mean and per-seed) from benchmark JSON.
+"""Plot learning curves: evaluation return vs env steps, grouped by env id, mean and band over seeds.
 
-`python -m scripts.plot_learning scripts/results/learning_halfcheetah.json [--out FILE.png]
-[--reference STEP:RETURN ...]` (reference points, e.g. a peer's published curve, drawn as
-crosses). Needs matplotlib (`pip install matplotlib`).
+`python -m scripts.plot_learning PATH [PATH ...] [--out FILE.png] [--band std|minmax|none]
+[--reference STEP:RETURN ...]`. A PATH is a run folder (its metrics.jsonl 'eval' records and
+config.yaml's env.id and seed), a folder holding run folders (searched recursively), or a
+benchmark JSON from scripts/benchmark_learning.py. Reference points (e.g. a peer's published
+curve) are drawn as crosses. Needs matplotlib.
 """
 
 from __future__ import annotations
@@ -13,49 +15,101 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
+
+from worldmodel.errors import UserError
+
+
+def _run_curve(run_dir: Path) -> tuple[str, tuple[np.ndarray, np.ndarray]] | None:
+    """(env id, (steps, mean returns)) of a run folder's eval records; None when it has none."""
+    by_step: dict[int, float] = {}
+    for n, line in enumerate((run_dir / "metrics.jsonl").read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{run_dir / 'metrics.jsonl'} line {n} is not JSON: {err}") from err
+        if record.get("kind") == "eval":
+            by_step[int(record["env_step"])] = float(record["mean"])  # a resume may repeat one
+    if not by_step:
+        return None
+    env_id = "unknown env"
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        data = yaml.safe_load(config.read_text()) or {}
+        env_id = str((data.get("env") or {}).get("id", env_id))
+    steps = np.array(sorted(by_step), float)
+    return env_id, (steps, np.array([by_step[int(s)] for s in steps]))
+
+
+def _benchmark_curves(path: Path) -> tuple[str, list]:
+    data = json.loads(path.read_text())
+    runs = [
+        (
+            np.array([e["env_step"] for e in run["evals"]], float),
+            np.array([e["mean"] for e in run["evals"]], float),
+        )
+        for run in data["runs"]
+    ]
+    return data["task"], runs
+
+
+def collect(paths: list[Path]) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """{env id: [(steps (T,), returns (T,)) per run]} from run folders, folders of runs and
+    benchmark JSON files. Raises UserError when a path holds none."""
+    groups: dict[str, list] = {}
+    for path in paths:
+        found = 0
+        if path.is_file() and path.suffix == ".json":
+            name, runs = _benchmark_curves(path)
+            groups.setdefault(name, []).extend(runs)
+            found = len(runs)
+        elif path.is_dir():
+            for metrics in sorted(path.rglob("metrics.jsonl")):
+                curve = _run_curve(metrics.parent)
+                if curve is not None:
+                    groups.setdefault(curve[0], []).append(curve[1])
+                    found += 1
+        elif not path.exists():
+            raise UserError(f"{path} does not exist")
+        if not found:
+            raise UserError(f"{path} holds no evaluation records (metrics.jsonl 'eval' lines)")
+    return groups
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("results", type=Path, nargs="+")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("paths", type=Path, nargs="+")
+    parser.add_argument("--out", type=Path, default=None, help="default: learning.png beside")
+    parser.add_argument("--band", choices=("std", "minmax", "none"), default="std")
     parser.add_argument("--reference", nargs="*", default=[], help="STEP:RETURN points")
     parser.add_argument("--reference-label", default="reference")
     args = parser.parse_args(argv)
-    try:
-        import matplotlib
+    from scripts.plots import plot_learning_curves
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("error: plotting needs matplotlib: pip install matplotlib", file=sys.stderr)
+    try:
+        groups = collect(args.paths)
+        reference = []
+        for point in args.reference:
+            try:
+                step, value = map(float, point.split(":"))
+            except ValueError as err:
+                raise UserError(f"--reference {point!r} must be STEP:RETURN") from err
+            reference.append((step, value))
+        first = args.paths[0]
+        out = args.out or (first.with_suffix(".png") if first.is_file() else first / "learning.png")
+        plot_learning_curves(
+            groups,
+            out,
+            band=args.band,
+            reference=reference,
+            reference_label=args.reference_label,
+            ylabel="evaluation return",
+        )
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for path in args.results:
-        data = json.loads(path.read_text())
-        curves = {}
-        for run in data["runs"]:
-            steps = [e["env_step"] for e in run["evals"]]
-            means = [e["mean"] for e in run["evals"]]
-            ax.plot(steps, means, alpha=0.35, lw=1)
-            curves[run["seed"]] = dict(zip(steps, means, strict=True))
-        common = sorted(set.intersection(*(set(c) for c in curves.values())))
-        if common:
-            stack = np.array([[c[s] for s in common] for c in curves.values()])
-            mean, std = stack.mean(0), stack.std(0)
-            label = f"{data['task']} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"
-            ax.plot(common, mean, lw=2, label=label)
-            ax.fill_between(common, mean - std, mean + std, alpha=0.2)
-    if args.reference:
-        pts = [tuple(map(float, p.split(":"))) for p in args.reference]
-        ax.plot(*zip(*pts, strict=True), "kx", ms=7, label=args.reference_label)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("evaluation return (mean of 10 episodes)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    out = args.out or args.results[0].with_suffix(".png")
-    fig.tight_layout()
-    fig.savefig(out)
     print(f"wrote {out}")
     return 0
 

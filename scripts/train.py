@@ -1,9 +1,9 @@
 """Train an agent: `python -m scripts.train [overlay ...] [key=value ...]`.
 
 Overlays are names under configs/ or configs/tasks/ (e.g. `halfcheetah`, `debug`); overrides are
-dotted keys (e.g. `train.steps=20000 seed=1`). The run folder gets config.yaml, metrics.jsonl and
-checkpoints/; an existing run folder is resumed. SIGTERM/SIGINT (e.g. cluster preemption) saves a
-checkpoint at the next safe point and exits 0; rerunning the same command resumes.
+dotted keys (e.g. `train.steps=20000 seed=1`). The run folder gets config.yaml, metrics.jsonl,
+checkpoints/ and, with log.tensorboard=true, tensorboard/ (event files); an existing run folder
+is resumed.
 """
 
 from __future__ import annotations
@@ -29,44 +29,35 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from agents.preemption import StopRequest
     from agents.trainer import train
-    from scripts.runtime import prepare_run_dir, repair_jsonl
-    from scripts.sinks import ConsoleSink, JsonlSink
+    from scripts.sinks import ConsoleSink, JsonlSink, TensorBoardSink
     from worldmodel.config import load_config, save_config
     from worldmodel.errors import UserError
 
-    stop = StopRequest()
-    restore_signals = stop.install()
     try:
         cfg = load_config(args)
         run_dir = _run_dir(cfg)
-        prepare_run_dir(run_dir)  # a file in the way is a one-line error
+        run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        repair_jsonl(run_dir / "metrics.jsonl")  # a kill -9 may have cut the last line
         jsonl = JsonlSink(run_dir / "metrics.jsonl")
         console = ConsoleSink(cfg.train.steps, enabled=cfg.log.progress, desc=cfg.env.id)
+        sinks = [jsonl, console]
+        if getattr(cfg.log, "tensorboard", False):  # read defensively: a newer config key
+            sinks.append(TensorBoardSink(run_dir / "tensorboard"))
         start = time.perf_counter()
 
         def emit(kind: str, step: int, data: dict) -> None:
-            jsonl(kind, step, data)
-            console(kind, step, data)
-            if kind == "warning":
-                print(f"warning: {data['message']}", file=sys.stderr)
+            for sink in sinks:
+                sink(kind, step, data)
 
         try:
-            result = train(cfg, run_dir, emit=emit, should_stop=stop)
+            result = train(cfg, run_dir, emit=emit)
         finally:
-            console.close()
-            jsonl.close()
+            for sink in sinks:
+                sink.close()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    finally:
-        restore_signals()
-    if stop():
-        print(f"stopped by {stop.name}: checkpoint saved in {run_dir}; rerun to resume")
-        return 0
     minutes = (time.perf_counter() - start) / 60
     print(f"run folder: {run_dir}")
     if result:
