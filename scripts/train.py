@@ -3,7 +3,8 @@
 Overlays are names under configs/ or configs/tasks/ (e.g. `halfcheetah`, `debug`); overrides are
 dotted keys (e.g. `train.steps=20000 seed=1`). The run folder gets config.yaml, metrics.jsonl,
 checkpoints/ and, with log.tensorboard=true, tensorboard/ (event files); an existing run folder
-is resumed.
+is resumed. SIGTERM/SIGINT (e.g. cluster preemption) saves a checkpoint at the next safe point
+and exits 0; rerunning the same command resumes.
 """
 
 from __future__ import annotations
@@ -29,16 +30,21 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     os.environ.setdefault("MUJOCO_GL", "egl")
+    from agents.preemption import StopRequest
     from agents.trainer import train
+    from scripts.runtime import prepare_run_dir, repair_jsonl
     from scripts.sinks import ConsoleSink, JsonlSink, TensorBoardSink
     from worldmodel.config import load_config, save_config
     from worldmodel.errors import UserError
 
+    stop = StopRequest()
+    restore_signals = stop.install()
     try:
         cfg = load_config(args)
         run_dir = _run_dir(cfg)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        prepare_run_dir(run_dir)  # a file in the way is a one-line error
         save_config(cfg, run_dir / "config.yaml")
+        repair_jsonl(run_dir / "metrics.jsonl")  # a kill -9 may have cut the last line
         jsonl = JsonlSink(run_dir / "metrics.jsonl")
         console = ConsoleSink(cfg.train.steps, enabled=cfg.log.progress, desc=cfg.env.id)
         sinks = [jsonl, console]
@@ -49,15 +55,22 @@ def main(argv: list[str] | None = None) -> int:
         def emit(kind: str, step: int, data: dict) -> None:
             for sink in sinks:
                 sink(kind, step, data)
+            if kind == "warning":
+                print(f"warning: {data['message']}", file=sys.stderr)
 
         try:
-            result = train(cfg, run_dir, emit=emit)
+            result = train(cfg, run_dir, emit=emit, should_stop=stop)
         finally:
             for sink in sinks:
                 sink.close()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        restore_signals()
+    if stop():
+        print(f"stopped by {stop.name}: checkpoint saved in {run_dir}; rerun to resume")
+        return 0
     minutes = (time.perf_counter() - start) / 60
     print(f"run folder: {run_dir}")
     if result:
