@@ -32,6 +32,7 @@ from envs import Driver, make_env
 from worldmodel.checkpoint import Checkpointer
 from worldmodel.config import Config
 from worldmodel.rng import key_for, np_rng
+from worldmodel.sharding import make_mesh, make_sharded_update, place_state
 from worldmodel.uncertainty import Calibration
 
 Emit = Callable[[str, int, dict], None]
@@ -110,6 +111,9 @@ def train(
         env_steps, updates, decisions = meta["env_steps"], meta["updates"], meta["decisions"]
         calibrator.calib = Calibration.from_json(meta["calibration"])
         emit("resume", env_steps, {"updates": updates})
+    mesh = make_mesh(data=cfg.mesh.data, model=cfg.mesh.model)  # 1 x 1: one device
+    state = place_state(state, mesh, shard_ensemble=cfg.mesh.shard_ensemble)
+    update = make_sharded_update(agent.update, mesh)
     driver.env_steps = env_steps
     driver.reset(seed=_reset_seed(seed, env_steps))
     carry = agent.init_carry(env_cfg.num_envs)
@@ -147,7 +151,7 @@ def train(
         while env_steps < tc.steps:
             if stopped := should_stop():
                 break
-            calibrator.start_episodes(driver.first, decisions, active=pretrained)
+            calibrator.start_episodes(driver.first, decisions)
             action, carry, n_abstained = _choose(
                 agent, state, carry, driver, calibrator, cfg, decisions, env_steps, emit
             )
@@ -166,9 +170,7 @@ def train(
                     batch = replay.sample(
                         tc.batch_size, tc.horizon, np_rng(seed, "replay", updates)
                     )
-                    state, metrics = agent.update(
-                        state, batch, key=key_for(seed, "update", updates)
-                    )
+                    state, metrics = update(state, batch, key=key_for(seed, "update", updates))
                     updates += 1
             if _crossed(before, env_steps, cfg.log.every) and metrics is not None:
                 now = time.perf_counter()

@@ -1,0 +1,85 @@
+"""Data/model-parallel placement for the jitted update: a device mesh from the `mesh` config.
+
+The mesh has axes ("data", "model") of sizes `mesh.data` x `mesh.model` (default 1 x 1: the same
+code path on one device). Batches are split on "data" along their leading (B) axis, the train
+state is replicated, and optionally the leaves of ensemble parameters (leading axis K, e.g.
+`params['dynamics']` and its optimizer moments) are split on "model". `jit` follows the
+placement of its inputs, so the existing update runs unchanged; XLA inserts the gradient
+all-reduce. On CPU, collectives over virtual devices can stall without a sync each step
+(see shared/machine-facts.md), so `make_sharded_update` blocks on every multi-device step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from worldmodel.errors import ConfigError
+
+ENSEMBLE_KEYS = ("dynamics",)  # params entries whose leaves are stacked over ensemble heads
+
+
+def make_mesh(*, data: int = 1, model: int = 1, devices: Sequence | None = None) -> Mesh:
+    """Mesh of shape (data, model) over the first data*model of `devices` (default: all)."""
+    devices = list(jax.devices() if devices is None else devices)
+    if data < 1 or model < 1:
+        raise ConfigError(f"mesh.data and mesh.model must be >= 1, got {data} x {model}")
+    if data * model > len(devices):
+        raise ConfigError(
+            f"mesh {data} x {model} needs {data * model} devices, {len(devices)} available"
+        )
+    grid = np.asarray(devices[: data * model], dtype=object).reshape(data, model)
+    return Mesh(grid, ("data", "model"))
+
+
+def _is_ensemble(path, leaf, model: int) -> bool:
+    keys = {getattr(k, "key", None) for k in path}
+    shape = getattr(leaf, "shape", ())
+    return bool(keys & set(ENSEMBLE_KEYS)) and len(shape) >= 1 and shape[0] % model == 0
+
+
+def place_state(state: Any, mesh: Mesh, *, shard_ensemble: bool = False) -> Any:
+    """`state` replicated over the mesh; with shard_ensemble, ensemble leaves (K, ...) are split
+    on "model" (K must be divisible by the model axis size, else that leaf stays replicated)."""
+    model = mesh.shape["model"]
+
+    def put(path, leaf):
+        split = shard_ensemble and model > 1 and _is_ensemble(path, leaf, model)
+        return jax.device_put(leaf, NamedSharding(mesh, P("model") if split else P()))
+
+    return jax.tree_util.tree_map_with_path(put, state)
+
+
+def place_batch(batch: dict, mesh: Mesh) -> dict:
+    """Every array (B, ...) of `batch` split on "data" along B (B divisible by mesh.data)."""
+    data = mesh.shape["data"]
+    sharding = NamedSharding(mesh, P("data"))
+
+    def put(x):
+        if np.shape(x)[0] % data:
+            raise ConfigError(f"batch size {np.shape(x)[0]} is not divisible by mesh.data={data}")
+        return jax.device_put(x, sharding)
+
+    return jax.tree.map(put, batch)
+
+
+def make_sharded_update(update: Callable, mesh: Mesh) -> Callable:
+    """`update(state, batch, *, key) -> (state, metrics)` with the batch placed on `mesh`.
+
+    `state` must already be placed (`place_state`). With more than one device the call blocks
+    until the step is done (CPU collective-stall workaround; negligible next to a step).
+    """
+    multi = mesh.devices.size > 1
+
+    def sharded(state, batch, *, key):
+        state, metrics = update(state, place_batch(batch, mesh), key=key)
+        if multi:
+            jax.block_until_ready(metrics)
+        return state, metrics
+
+    return sharded
