@@ -228,3 +228,18 @@ def predict(model: WorldModel, params: dict, calib: Calibration, obs, a) -> Pred
     mean, _ = head_moments(model, params, model.encode(params, obs), a)
     score = epistemic(model, params, calib, obs, a)
     return Prediction(mean, score, calib.threshold, score > calib.threshold)
+
+
+def imagine(model: WorldModel, params: dict, calib: Calibration, obs, actions):
+    """Open-loop imagination from obs (B, D) with actions (B, k, A), ensemble-mean latents.
+
+    Returns (z_k (B, L) the imagined latent after k steps, trajectory score (B,): the max over
+    the k steps of the normalised latent disagreement — the multi-step epistemic score).
+    """
+
+    def body(z, a):
+        mean, var = head_moments(model, params, z, a)
+        return mean, (var / calib.epi_scale).mean(axis=-1)
+
+    z, scores = jax.lax.scan(body, model.encode(params, obs), jnp.swapaxes(actions, 0, 1))
+    return z, scores.max(axis=0)
