@@ -29,6 +29,7 @@ from agents.divergence import check_finite
 from agents.evaluation import evaluate
 from agents.replay import Replay
 from envs import Driver, make_env
+from envs.shifts import parse_shift
 from worldmodel.checkpoint import Checkpointer
 from worldmodel.config import Config
 from worldmodel.rng import key_for, np_rng
@@ -81,12 +82,14 @@ def train(
     """
     check_training_config(cfg)
     seed, tc, env_cfg = cfg.seed, cfg.train, cfg.env
+    shift = parse_shift(cfg.section("shift"))
     env = make_env(
         env_cfg.id,
         num_envs=env_cfg.num_envs,
         seed=seed,
         action_repeat=env_cfg.action_repeat,
         max_episode_steps=env_cfg.max_episode_steps,
+        shift=shift,
     )
     driver = Driver(env)
     agent = make_agent(
@@ -126,7 +129,7 @@ def train(
         result = {"step": step} | evaluate(
             agent, state, env_id=e.id, episodes=ev.episodes, seed=seed + ev.seed_offset,
             plan=ev.plan, action_repeat=e.action_repeat, max_episode_steps=e.max_episode_steps,
-            calib=calibrator.calib,
+            calib=calibrator.calib, shift=shift,
         )  # fmt: skip
         emit("eval", step, result)
         last_eval = result
