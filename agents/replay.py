@@ -52,6 +52,7 @@ class Replay:
         self._valid: dict[int, np.ndarray] = {}  # horizon -> (N, slots) bool start mask
         self._count: dict[int, int] = {}
         self.held = 0  # stored held-out transitions
+        self.added = 0  # add() calls ever (per env); marks where a new world's data begins
 
     def __len__(self) -> int:
         """Number of stored transitions (over all envs)."""
@@ -91,6 +92,7 @@ class Replay:
         self.in_episode = ~(np.asarray(step.terminated, bool) | np.asarray(step.truncated, bool))
         self.pos = (p + 1) % self.slots
         self.size = min(self.size + 1, self.slots)
+        self.added += 1
         for horizon in self._valid:  # only starts whose window holds slot p can change
             self._refresh(horizon, (p - horizon + 1 + np.arange(horizon)) % self.slots)
 
@@ -161,23 +163,51 @@ class Replay:
             env, start = np.concatenate(envs), np.concatenate(starts)
         return self._gather(env, start, np.ones((batch_size, horizon), bool))
 
-    def _sample_padded(self, batch_size: int, horizon: int, rng: np.random.Generator) -> dict:
+    def sample_mixed(
+        self, batch_size: int, horizon: int, rng: np.random.Generator, *, since: int, share: float
+    ) -> dict:
+        """Padded windows, `share` of them (rounded) starting in data added since add() number
+        `since` (the new world's), the rest in older data (the old worlds': kept, so the model
+        does not forget them). All new when there is no older data stored, all old when no
+        new. Same keys as `sample`.
+        """
+        recent = min(max(self.added - since, 0), self.size)
+        n_new = int(round(share * batch_size))
+        if recent == self.size:
+            n_new = batch_size
+        elif recent == 0:
+            n_new = 0
+        cut = self.size - recent  # ages [0, cut) are old, [cut, size) new
+        parts = [
+            self._sample_padded(batch_size - n_new, horizon, rng, ages=(0, cut)),
+            self._sample_padded(n_new, horizon, rng, ages=(cut, self.size)),
+        ]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _sample_padded(
+        self, batch_size: int, horizon: int, rng: np.random.Generator, ages=None
+    ) -> dict:
         if self.size == 0:
             raise ValueError("the replay is empty")
+        lo, hi = (0, self.size) if ages is None else ages
         oldest = self.pos if self.size == self.slots else 0
         env = rng.integers(0, self.num_envs, batch_size)
-        age = rng.integers(0, self.size, batch_size)  # uniform over stored transitions
+        age = rng.integers(lo, hi, batch_size) if batch_size else np.zeros(0, np.int64)
         start = (oldest + age) % self.slots
         if self.held:  # reject held-out starts (uniform over the trainable ones)
             if self.held >= len(self):
                 raise ValueError("every stored transition is held out for calibration")
             ok = self.episode[env, start] >= 0
-            while not ok.all():
+            for _ in range(1000):
+                if ok.all():
+                    break
                 bad = np.flatnonzero(~ok)
                 env[bad] = rng.integers(0, self.num_envs, len(bad))
-                age[bad] = rng.integers(0, self.size, len(bad))
+                age[bad] = rng.integers(lo, hi, len(bad))
                 start[bad] = (oldest + age[bad]) % self.slots
                 ok[bad] = self.episode[env[bad], start[bad]] >= 0
+            else:
+                raise ValueError("no trainable (not held-out) transition in the sampled range")
         t = (start[:, None] + np.arange(horizon)) % self.slots  # (B, H)
         same = self.episode[env[:, None], t] == self.episode[env, start][:, None]
         stored = age[:, None] + np.arange(horizon) < self.size
@@ -234,6 +264,7 @@ class Replay:
         d = {k: getattr(self, k).copy() for k in _ARRAYS}
         for k in _COUNTERS:
             d[k] = np.array(getattr(self, k), copy=True)
+        d["added"] = np.array(self.added)
         return d
 
     def load_state_dict(self, d: dict[str, np.ndarray]) -> None:
@@ -256,3 +287,4 @@ class Replay:
         self._valid.clear()
         self._count.clear()
         self.held = int((self.episode < -1).sum())
+        self.added = int(d["added"]) if "added" in d else self.size

@@ -192,3 +192,37 @@ def test_padded_sampling_covers_every_stored_transition_uniformly():
     _, counts = np.unique(firsts, axis=0, return_counts=True)
     assert len(counts) == 30  # every stored transition can start a window
     assert counts.min() > 0.8 * 1000 and counts.max() < 1.2 * 1000
+
+
+def test_sample_mixed_keeps_old_data_at_the_configured_share():
+    from envs import Step
+
+    replay = Replay(1000, 1, 1, 1)
+    for x in range(300):  # 300 old-world transitions, then 100 new-world ones
+        o = np.array([[float(x)]], np.float32)
+        replay.add(
+            Step(
+                o,
+                o,
+                np.zeros(1, np.float32),
+                o + 1,
+                np.zeros(1, bool),
+                np.zeros(1, bool),
+                np.zeros(1, bool),
+                [],
+            )
+        )
+        if x == 199:
+            since = replay.added
+    rng = np.random.default_rng(0)
+    shares = []
+    for _ in range(20):
+        batch = replay.sample_mixed(64, 3, rng, since=since, share=0.25)
+        new = batch["obs"][:, 0, 0] >= 200
+        shares.append(new.mean())
+        assert len(np.unique(batch["obs"][~new, 0, 0])) > 20  # old data spread, not a corner
+    assert np.allclose(shares, 16 / 64)  # round(0.25 * 64) new, the rest (75%) old, every batch
+    state = replay.state_dict()
+    again = Replay(1000, 1, 1, 1)
+    again.load_state_dict(state)
+    assert again.added == 300

@@ -1,0 +1,67 @@
+"""Change detection: false-alarm rate on stationary streams matches the configuration; a mean
+shift is detected quickly; conformal p-values are uniform by hand."""
+
+import numpy as np
+import pytest
+
+from agents.change import (
+    ChangeConfig,
+    ChangeDetector,
+    conformal_pvalues,
+    cusum_path,
+    cusum_threshold,
+    first_alarm,
+)
+from worldmodel.errors import ConfigError
+
+
+def test_conformal_pvalues_by_hand():
+    calib = [1.0, 2.0, 3.0, 4.0]  # n = 4
+    np.testing.assert_allclose(conformal_pvalues(calib, [0.5, 2.0, 2.5, 9.0]), [1, 0.8, 0.6, 0.2])
+
+
+def test_cusum_path_by_hand():
+    k = 0.5  # increment log(0.5) - 0.5 log p
+    p = np.array([1.0, 0.01, 0.01, 1.0])
+    inc = np.log(0.5) - 0.5 * np.log(p)
+    want, s = [], 0.0
+    for x in inc:
+        s = max(0.0, s + x)
+        want.append(s)
+    np.testing.assert_allclose(cusum_path(p, k), want)
+
+
+@pytest.mark.parametrize("false_alarm", [0.05, 0.2])
+def test_false_alarm_rate_on_a_stationary_stream_matches_configuration(false_alarm):
+    cfg = ChangeConfig(false_alarm=false_alarm, horizon=300)
+    h = cusum_threshold(cfg, seed=1)
+    rng = np.random.default_rng(7)  # fresh streams, not the ones h was set on
+    calib = rng.normal(size=2000)
+    alarms = [first_alarm(calib, rng.normal(size=300), cfg, h) is not None for _ in range(1500)]
+    # finite calibration sets make p-values discrete; tolerance ~ 3 binomial std + MC error of h
+    assert abs(np.mean(alarms) - false_alarm) < 3 * np.sqrt(false_alarm / 1500) + 0.015
+
+
+def test_mean_shift_is_detected_soon_after_the_change():
+    cfg = ChangeConfig(false_alarm=0.01, horizon=1000)
+    rng = np.random.default_rng(3)
+    calib = rng.normal(size=2000)
+    det = ChangeDetector(cfg, calib, seed=0)
+    delays = []
+    for _ in range(50):
+        det.reset(calib)
+        stream = np.concatenate([rng.normal(size=500), rng.normal(1.5, 1.0, size=500)])
+        for s in stream:
+            det.update(s)
+        assert det.alarm_step is not None
+        delays.append(det.alarm_step - 500)
+    delays = np.array(delays)
+    assert np.mean(delays < 0) < 0.1  # few alarms before the change
+    assert np.median(delays[delays >= 0]) < 20
+
+
+def test_change_config_errors():
+    with pytest.raises(ConfigError, match="change.false_alarm"):
+        ChangeConfig(false_alarm=0)
+    with pytest.raises(ConfigError, match="change.kappa"):
+        ChangeConfig(kappa=1.5)
