@@ -65,23 +65,33 @@ def strip_panel(
     height: int,
     title: str = "",
     real_scores: np.ndarray | None = None,
+    score_label: str = "imagined",
+    real_label: str = "gate, real",
     threshold_label: str = "calibrated threshold",
+    same_scale: bool = True,
 ) -> Panel:
     """Two stacked strips over h = 0..H: the epistemic score of each imagined transition
     (scores (H,), the score of h -> h+1 drawn at h+1; `real_scores` (H,), the abstention gate's
     score at the real decisions, drawn beside it when given) with the calibrated `threshold` as
-    a horizontal line when given, and the prediction error (errors (H+1,)) with the probe's own
+    a horizontal line when given (gate score and threshold on a right-hand axis unless
+    `same_scale`), and the prediction error (errors (H+1,)) with the probe's own
     reconstruction error (probe_errors (H+1,)) dashed. NaN entries (segment ended) are gaps."""
     num_h = len(errors)
     fig = _figure(width, height)
     ax_s, ax_e = fig.subplots(2, 1, sharex=True)
     x = np.arange(1, num_h)
-    ax_s.plot(x, scores, "o-", ms=2, lw=1.2, color="tab:purple", label="imagined")
+    ax_s.plot(x, scores, "o-", ms=2, lw=1.2, color="tab:purple", label=score_label)
+    # The gate score and its threshold on a right-hand axis when not on the imagined scale.
+    ax_g = ax_s if same_scale else ax_s.twinx()
     if real_scores is not None and np.isfinite(real_scores).any():
-        ax_s.plot(x, real_scores, lw=1, color="0.5", label="gate, real")
+        ax_g.plot(x, real_scores, lw=1, color="0.5", label=real_label)
     if threshold is not None and np.isfinite(threshold):
-        ax_s.axhline(threshold, color="tab:red", ls="--", lw=1, label=threshold_label)
-    ax_s.legend(loc="upper left", fontsize=6, frameon=False)
+        ax_g.axhline(threshold, color="tab:red", ls="--", lw=1, label=threshold_label)
+    if ax_g is not ax_s:  # grey ticks: the legend names the grey and red lines
+        ax_g.tick_params(labelsize=6, colors="0.4")
+    axes = [ax_s] if ax_g is ax_s else [ax_s, ax_g]
+    handles = [h for ax in axes for h in ax.get_legend_handles_labels()[0]]
+    ax_s.legend(handles=handles, loc="upper left", fontsize=6, frameon=False)
     ax_s.set_ylabel("epistemic\nscore", fontsize=7)
     ax_e.plot(np.arange(num_h), errors, "o-", ms=2, lw=1.2, color="tab:blue", label="imagined")
     if probe_errors is not None:

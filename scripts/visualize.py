@@ -7,13 +7,16 @@ from the real latent with the actions actually taken (model.next_mean). Imagined
 decoded to observations by a probe fit after the fact (worldmodel/probe.py) on the run's replay
 observations, or on this rollout's observations when the checkpoint has none (the output says
 which), then mapped to simulator states (envs/state_map.py) and rendered real | imagined. Under
-them: the epistemic score (head disagreement at the imagined latent and actual action) with the
-calibrated threshold when RUN_DIR has calibration.json, and the prediction error
-||decoded imagined obs - real obs||. Tasks whose observations do not determine a simulator state
-(Reacher, the point mass) show real vs imagined observation channels instead of frames.
-Writes DIR/visualize.mp4 (and .gif with --gif), DIR/visualize.npz (real_obs, imagined_obs,
-scores, errors, probe_errors, actions, steps, lengths, threshold), DIR/segment-<t>.png (each
-segment's last frame) and DIR/summary.json. DIR defaults to RUN_DIR/visualize-<checkpoint step>.
+them: the epistemic score (head disagreement at the imagined latent and actual action, normalised
+by the calibration's latent scale when it has one), the abstention gate's score at the real steps
+and the calibrated threshold when the run has one (calibration.json or the checkpoint's; on a
+right-hand axis when it is not on the imagined score's scale), and the prediction error
+||decoded imagined obs - real obs|| with the probe's own error on real observations. Tasks
+whose observations do not determine a simulator state (Reacher, the point mass) show real vs
+imagined observation channels instead of frames. Writes DIR/visualize.mp4 (and .gif with
+--gif), DIR/visualize.npz (real_obs, imagined_obs, scores, real_scores, errors, probe_errors,
+actions, steps, lengths, threshold), DIR/segment-<t>.png (each segment's last frame) and
+DIR/summary.json. DIR defaults to RUN_DIR/visualize-<checkpoint step>.
 """
 
 from __future__ import annotations
@@ -100,12 +103,21 @@ def _imagine(bundle, probe, seg: dict, epi_scale) -> dict:
     }
 
 
-def _calibration(calibration: dict | None, latent_dim: int, UserError):
-    """(threshold, epi_scale (L,) or None) of a calibrated run's calibration JSON ({'threshold'}
-    alone: a threshold on the raw disagreement), else (None, None): then the score is the raw
-    head disagreement (an uncalibrated gate's scales are ones)."""
+# The calibration layout whose gate score is the latent disagreement normalised by epi_scale.
+_LATENT_ONLY = {"epi_scale", "res_scale", "threshold", "n", "alpha"}
+
+
+def _calibration(calibration: dict | None, latent_dim: int, kind: str, UserError):
+    """(threshold, epi_scale (L,) or None, comparable) from a calibration JSON.
+
+    The imagined score is the latent head disagreement, divided by epi_scale when the
+    calibration has one of shape (L,). `comparable`: the threshold is on that same score (a
+    bare {'threshold'} file, or a latent-only calibration of an 'epistemic' gate); otherwise
+    (a gate that also scores observations or surprise) it applies to the real gate score only.
+    No threshold (None) when uncalibrated.
+    """
     if not calibration or calibration.get("threshold") is None:
-        return None, None
+        return None, None, False
     try:
         threshold = float(calibration["threshold"])
         scale = calibration.get("epi_scale")
@@ -113,11 +125,14 @@ def _calibration(calibration: dict | None, latent_dim: int, UserError):
     except (TypeError, ValueError) as err:
         raise UserError(f"calibration: threshold/epi_scale must be numbers ({err})") from err
     if scale is not None and scale.shape != (latent_dim,):
-        return None, None  # another calibration layout: its score cannot be rebuilt here
-    return threshold, scale
+        scale = None
+    comparable = "epi_scale" not in calibration or (
+        set(calibration) == _LATENT_ONLY and scale is not None and kind == "epistemic"
+    )
+    return threshold, scale, comparable
 
 
-def _segment_frames(i, s, seg, im, roll, *, state_map, renderer, threshold, size, kind):
+def _segment_frames(i, s, seg, im, roll, *, state_map, renderer, threshold, size, labels):
     """Yield the frames (H_img, W, 3) of segment i (starting at decision s), one per h."""
     from scripts.frames import channel_panel, label, strip_panel
 
@@ -133,7 +148,7 @@ def _segment_frames(i, s, seg, im, roll, *, state_map, renderer, threshold, size
         height=strip_h,
         title=title,
         real_scores=roll["score"][s : s + n],
-        threshold_label=f"threshold (gate score: {kind})",
+        **labels,
     )
     if state_map is None:
         top = channel_panel(
@@ -198,9 +213,17 @@ def visualize(bundle, env, args) -> dict:
         steps=args.probe_steps,
     )
     seg = _segments(roll, kept, H)
-    threshold, epi_scale = _calibration(bundle.calibration, agent.model.latent_dim, UserError)
-    im = _imagine(bundle, probe, seg, epi_scale)
     kind = cfg.abstain.score if "abstain" in cfg else "epistemic"
+    L = agent.model.latent_dim
+    threshold, epi_scale, comparable = _calibration(bundle.calibration, L, kind, UserError)
+    im = _imagine(bundle, probe, seg, epi_scale)
+    score_name = "normalised latent disagreement" if epi_scale is not None else "head disagreement"
+    labels = {
+        "score_label": f"imagined: {score_name}",
+        "real_label": f"gate score ({kind}), real steps",
+        "threshold_label": "threshold" if comparable else f"threshold of the gate score ({kind})",
+        "same_scale": comparable or threshold is None,
+    }
     state_map = make_state_map(env, action_repeat=cfg.env.action_repeat)
     out = args.out or Path(args.run_dir) / f"visualize-{bundle.step}"
     out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +239,7 @@ def visualize(bundle, env, args) -> dict:
             frame = None
             for frame in _segment_frames(
                 i, s, seg, im, roll, state_map=state_map, renderer=renderer,
-                threshold=threshold, size=args.size, kind=kind,
+                threshold=threshold, size=args.size, labels=labels,
             ):  # fmt: skip
                 writers[0].append(frame)
                 if args.gif:
@@ -256,7 +279,14 @@ def visualize(bundle, env, args) -> dict:
         "view": "rendered states" if state_map is not None else "observation channels",
         "probe": {"fit_on": source, **probe_info},
         "threshold": threshold,
-        "score": "normalised epistemic" if epi_scale is not None else "head disagreement",
+        "score": score_name,
+        "threshold_applies_to": (
+            None
+            if threshold is None
+            else "imagined and gate scores"
+            if comparable
+            else "the gate score on real steps only"
+        ),
         "mean_error_by_segment": [float(np.nanmean(e)) for e in im["errors"]],
         "files": sorted(p.name for p in out.iterdir()),
     }
