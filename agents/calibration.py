@@ -122,9 +122,10 @@ class Calibrator:
         every = self.cfg.calib_every
         return every > 0 and after // every > before // every
 
-    def recalibrate(self, params, replay, rng: np.random.Generator) -> dict | None:
-        """Refit on the replay's newest held-out transitions; None when there are none yet."""
-        holdout = replay.holdout_stream(self.cfg.calib_size)
+    def recalibrate(self, params, replay, rng: np.random.Generator, *, since: int = 0):
+        """Refit on the replay's newest held-out transitions (added since add() number `since`:
+        a new world's); returns {'threshold','n','alpha'}, or None when there are none yet."""
+        holdout = replay.holdout_stream(self.cfg.calib_size, since=since)
         if len(holdout["obs"]) == 0 or replay.held >= len(replay):
             return None
         batch = replay.sample(self.cfg.fit_size, 1, rng)

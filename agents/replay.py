@@ -232,14 +232,16 @@ class Replay:
             "mask": mask,
         }
 
-    def holdout_stream(self, max_transitions: int) -> dict[str, np.ndarray]:
-        """The newest `max_transitions` held-out transitions, time-ordered per env.
+    def holdout_stream(self, max_transitions: int, *, since: int = 0) -> dict[str, np.ndarray]:
+        """The newest `max_transitions` held-out transitions (added at or after add() number
+        `since`), time-ordered per env.
 
         Returns obs (T, D), action (T, A), next_obs (T, D), terminated (T,), first (T,) bool
         (True where a held-out episode, or the returned part of it, begins).
         """
         oldest = self.pos if self.size == self.slots else 0
-        idx = (oldest + np.arange(self.size)) % self.slots
+        first_age = max(self.size - max(self.added - since, 0), 0)
+        idx = (oldest + np.arange(first_age, self.size)) % self.slots
         parts = []
         for e in range(self.num_envs):
             ep = self.episode[e, idx]

@@ -1,0 +1,173 @@
+"""Learning on the job (host loop): a deployed agent meets a schedule of worlds, notices each
+change from its calibrated score (agents.change), keeps acting under its abstention gate,
+adapts with old and new experience mixed, recalibrates for the new world, and is measured.
+
+modes: 'adaptive' (detection -> replay mixing at `new_share` + `boost`x updates for
+`boost_steps`), 'naive' (detection -> fine-tune on new-world data only, no boost), 'frozen' (no
+updates at all). The from-scratch reference per world is a plain `scripts.train` run with that
+world's `shift.*` settings and the same budget.
+emit(kind, env_step, data): 'episode' (return, world, abstain_rate), 'switch' (world),
+'alarm' (delay after the switch), 'calibration', 'eval'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from agents.abstain import decision_scores
+from agents.calibration import Calibrator, score_transitions
+from agents.change import ChangeConfig, ChangeDetector
+from agents.evaluation import evaluate
+from agents.replay import Replay
+from envs import Driver, make_env
+from envs.shifts import ShiftSpec, find_shift_wrappers, parse_shift
+from worldmodel.errors import ConfigError
+from worldmodel.rng import key_for, np_rng
+
+MODES = ("adaptive", "naive", "frozen")
+NEUTRAL = ShiftSpec("mass", 1.0)  # a wrapper that changes nothing, so worlds can be switched
+
+
+@dataclasses.dataclass(frozen=True)
+class ContinualConfig:
+    """The `continual` config slice."""
+
+    new_share: float = 0.5  # share of each batch from the new world after a detected change
+    boost: int = 2  # updates per step x this right after a detected change
+    boost_steps: int = 1000  # env steps the boost lasts
+    recalib_after: int = 1000  # env steps after an alarm before the new world is recalibrated
+    eval_episodes: int = 5  # greedy prior episodes per world for the forgetting figure
+
+    def __post_init__(self):
+        if not 0.0 <= self.new_share <= 1.0:
+            raise ConfigError(f"continual.new_share must be in [0, 1], got {self.new_share}")
+
+
+def world_name(spec: ShiftSpec | None) -> str:
+    return "original" if spec is None else f"{spec.kind} {spec.severity:g}"
+
+
+def parse_schedule(phases) -> list[tuple[int, ShiftSpec | None]]:
+    """[{steps: int, shift: {kind, severity, ...} | none}] -> [(steps, spec | None)]."""
+    if not isinstance(phases, list) or not phases:
+        raise ConfigError("schedule must be a non-empty list of {steps, shift} phases")
+    out = []
+    for i, phase in enumerate(phases):
+        if not isinstance(phase, dict) or set(phase) - {"steps", "shift"} or "steps" not in phase:
+            raise ConfigError(
+                f"schedule phase {i} must be {{steps: int, shift: ...}}, got {phase!r}"
+            )
+        steps = phase["steps"]
+        if not isinstance(steps, int) or steps < 1:
+            raise ConfigError(
+                f"schedule phase {i}: steps must be a positive integer, got {steps!r}"
+            )
+        shift = phase.get("shift")
+        shift = None if shift in (None, "none") else parse_shift(shift)
+        out.append((steps, shift))
+    return out
+
+
+def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, schedule, *,
+                  mode: str, emit: Callable) -> dict:  # fmt: skip
+    """Run the schedule from env step 0; `cfg` is the run's resolved config (sections env,
+    train, abstain, change, continual). Returns {'phases': [...], 'final_state': state}."""
+    if mode not in MODES:
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    cc, tc, seed = ContinualConfig(**cfg.section("continual")), cfg.train, cfg.seed
+    first_world = schedule[0][1] or NEUTRAL
+    env = make_env(
+        cfg.env.id, seed=seed, max_episode_steps=cfg.env.max_episode_steps, shift=first_world
+    )
+    wrapper = find_shift_wrappers(env)[0]
+    driver = Driver(env)
+    driver.reset(seed=seed)
+    carry = agent.init_carry(1)
+
+    def calib_scores(since: int) -> np.ndarray:
+        h = replay.holdout_stream(cfg.abstain.calib_size, since=since)
+        s = score_transitions(
+            agent, state.params, calibrator.calib, h["obs"], h["action"], h["next_obs"]
+        )
+        return decision_scores(s, h["first"], kind="max", window=1)
+
+    detector = ChangeDetector(ChangeConfig(**cfg.section("change")), calib_scores(0), seed=seed)
+    ends = np.cumsum([s for s, _ in schedule])
+    phase, since, switch_step, alarm_step, boost_until = 0, 0, 0, None, -1
+    recalib_at, pending_switch = None, False
+    phases = [{"world": world_name(schedule[0][1]), "switch_step": 0, "alarm_step": None}]
+    ep_abstain = ep_decisions = updates = decision = 0
+
+    def eval_world(spec) -> float:
+        r = evaluate(agent, state, env_id=cfg.env.id, episodes=cc.eval_episodes, seed=seed + 777,
+                     plan=False, max_episode_steps=cfg.env.max_episode_steps, shift=spec)  # fmt: skip
+        return r["mean"]
+
+    phases[0]["original_return_before"] = eval_world(None)
+    try:
+        while driver.env_steps < ends[-1]:
+            step_no = driver.env_steps
+            if pending_switch and driver.first[0]:  # switch worlds at an episode boundary
+                wrapper.set_shift(schedule[phase][1] or NEUTRAL)
+                switch_step, pending_switch, alarm_step = step_no, False, None
+                phases.append(
+                    {"world": str(schedule[phase][1]), "switch_step": step_no, "alarm_step": None}
+                )
+                emit("switch", step_no, {"world": phases[-1]["world"]})
+            calibrator.start_episodes(driver.first, decision, active=True)
+            action, carry, info = agent.act(
+                state, carry, driver.obs, driver.first, key=key_for(seed, "continual", decision),
+                explore=calibrator.explore, plan=tc.plan, calib=calibrator.calib,
+            )  # fmt: skip
+            info = jax.device_get(info)
+            if detector.update(float(info["step_score"][0])) and mode in ("adaptive", "naive"):
+                alarm_step, since = step_no, replay.added
+                phases[-1]["alarm_step"] = step_no
+                phases[-1]["delay"] = step_no - switch_step if phase == len(phases) - 1 else None
+                boost_until = step_no + cc.boost_steps if mode == "adaptive" else -1
+                recalib_at = step_no + cc.recalib_after
+                emit(
+                    "alarm", step_no, {"delay": step_no - switch_step, "world": phases[-1]["world"]}
+                )
+            ep_abstain += int(info["abstained"][0])
+            ep_decisions += 1
+            step = driver.step(np.asarray(action))
+            replay.add(step, holdout=calibrator.held)
+            decision += 1
+            for ep in step.episodes:
+                emit(
+                    "episode",
+                    driver.env_steps,
+                    ep | {"world": phases[-1]["world"], "abstain_rate": ep_abstain / ep_decisions},
+                )
+                ep_abstain = ep_decisions = 0
+            if mode != "frozen":
+                n = tc.updates_per_step * (cc.boost if step_no < boost_until else 1)
+                adapted = alarm_step is not None
+                share = cc.new_share if mode == "adaptive" else 1.0
+                for _ in range(n):
+                    rng = np_rng(seed, "continual_replay", updates)
+                    batch = (replay.sample_mixed(tc.batch_size, tc.horizon, rng, since=since, share=share)
+                             if adapted else replay.sample(tc.batch_size, tc.horizon, rng))  # fmt: skip
+                    state, _ = agent.update(
+                        state, batch, key=key_for(seed, "continual_update", updates)
+                    )
+                    updates += 1
+            if recalib_at is not None and driver.env_steps >= recalib_at:
+                result = calibrator.recalibrate(
+                    state.params, replay, np_rng(seed, "recal", decision), since=since
+                )
+                if result is not None:
+                    detector.reset(calib_scores(since))
+                    emit("calibration", driver.env_steps, result)
+                    recalib_at = None
+            if phase + 1 < len(schedule) and driver.env_steps >= ends[phase]:
+                phase, pending_switch = phase + 1, True
+    finally:
+        env.close()
+    phases[0]["original_return_after"] = eval_world(None)
+    return {"phases": phases, "final_state": state, "updates": updates}

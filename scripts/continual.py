@@ -1,0 +1,121 @@
+"""Continual-learning benchmark: `python -m scripts.continual RUN_DIR SCHEDULE.yaml [--modes ...] [key=value ...]`.
+
+Starts from RUN_DIR's newest checkpoint (model, replay with its held-out episodes, calibration)
+and runs the schedule of worlds (SCHEDULE.yaml: `phases: [{steps: N, shift: none | {kind,
+severity}}]`, see configs/continual/) once per mode — adaptive, naive, frozen — each from the
+same checkpoint. Dotted overrides change the run's config (e.g. continual.new_share=0.3
+env.max_episode_steps=250). Writes scripts/results/continual_<env>_s<seed>.json (every episode,
+alarm and calibration event per mode) and prints per phase: detection delay, abstain rate,
+return.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _load(run_dir: Path, overrides: list[str]):
+    """(agent, state, cfg, replay, calibrator) of the newest checkpoint, config overridden."""
+    from agents.agent import make_agent
+    from agents.calibration import Calibrator
+    from agents.replay import Replay
+    from envs import env_spec
+    from scripts.bundle import load_run
+    from worldmodel.config import load_config
+    from worldmodel.uncertainty import Calibration
+
+    agent, state, cfg, meta, replay_arrays = load_run(run_dir)
+    cfg = load_config([str(Path(run_dir) / "config.yaml"), *overrides])  # the run's, overridden
+    spec = env_spec(cfg.env.id)
+    sections = {k: cfg.section(k) for k in ("model", "loss", "optim", "planner")}
+    abstain = {**cfg.section("abstain"), "enabled": True, "score": "max", "window": 1}
+    agent = make_agent(spec["obs_dim"], spec["act_dim"], **sections, abstain=abstain)
+    replay = Replay(cfg.train.replay_capacity, spec["obs_dim"], spec["act_dim"], cfg.env.num_envs)
+    replay.load_state_dict(replay_arrays)
+    calibrator = Calibrator(agent, agent.abstain_cfg, seed=cfg.seed, num_envs=1)
+    calibrator.calib = Calibration.from_json(meta["calibration"])
+    return agent, state, cfg, replay, calibrator
+
+
+def _phase_summary(events: list, phases: list, total: int) -> list[dict]:
+    bounds = [p["switch_step"] for p in phases] + [total]
+    out = []
+    for i, p in enumerate(phases):
+        eps = [d for k, s, d in events if k == "episode" and bounds[i] < s <= bounds[i + 1]]
+        rets = [d["return"] for d in eps]
+        out.append({**p, "episodes": len(eps),
+                    "return_first3": float(np.mean(rets[:3])) if rets else None,
+                    "return_last3": float(np.mean(rets[-3:])) if rets else None,
+                    "abstain_rate_first3": float(np.mean([d["abstain_rate"] for d in eps[:3]])) if eps else None,
+                    "abstain_rate_last3": float(np.mean([d["abstain_rate"] for d in eps[-3:]])) if eps else None})  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path)
+    p.add_argument("schedule", type=Path)
+    p.add_argument("overrides", nargs="*", help="dotted config overrides")
+    p.add_argument("--modes", nargs="+", default=["adaptive", "naive", "frozen"])
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import yaml
+
+    from agents.continual import parse_schedule, run_continual
+    from worldmodel.errors import UserError
+
+    try:
+        if not args.schedule.is_file():
+            raise UserError(f"schedule file {args.schedule} not found (see configs/continual/)")
+        raw = yaml.safe_load(args.schedule.read_text()) or {}
+        schedule = parse_schedule(raw.get("phases") if isinstance(raw, dict) else None)
+        total = sum(s for s, _ in schedule)
+        result = {
+            "run": str(args.run),
+            "schedule": raw,
+            "modes": {},
+            "command": "python -m scripts.continual "
+            + " ".join(sys.argv[1:] if argv is None else argv),
+        }
+        for mode in args.modes:
+            agent, state, cfg, replay, calibrator = _load(args.run, args.overrides)
+            events: list = []
+            tic = time.perf_counter()
+            out = run_continual(agent, state, replay, calibrator, cfg, schedule, mode=mode,
+                                emit=lambda k, s, d, ev=events: ev.append((k, s, d)))  # fmt: skip
+            phases = _phase_summary(events, out["phases"], total)
+            result["env"], result["seed"] = cfg.env.id, cfg.seed
+            result["modes"][mode] = {"phases": phases, "events": [{"kind": k, "step": s, **d} for k, s, d in events],
+                                     "seconds": time.perf_counter() - tic, "updates": out["updates"]}  # fmt: skip
+            print(f"[{mode}] {time.perf_counter() - tic:.0f} s")
+            for ph in phases:
+                print(f"  {ph['world']:>45} switch@{ph['switch_step']:>6} alarm@{ph['alarm_step']} "
+                      f"return {ph['return_first3']} -> {ph['return_last3']}  abstain {ph['abstain_rate_first3']} -> {ph['abstain_rate_last3']}")  # fmt: skip
+            if "original_return_before" in out["phases"][0]:
+                ph0 = out["phases"][0]
+                print(
+                    f"  original world (prior policy): before {ph0['original_return_before']:.1f} after {ph0['original_return_after']:.1f}"
+                )
+            args.out.mkdir(parents=True, exist_ok=True)
+            name = args.out / f"continual_{cfg.env.id.split('-')[0]}_s{cfg.seed}.json"
+            tmp = name.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result, indent=1, default=str))
+            tmp.replace(name)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
