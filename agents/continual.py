@@ -29,7 +29,7 @@ from worldmodel.errors import ConfigError
 from worldmodel.rng import key_for, np_rng
 
 MODES = ("adaptive", "naive", "frozen")
-NEUTRAL = ShiftSpec("mass", 1.0)  # a wrapper that changes nothing, so worlds can be switched
+NEUTRAL = ShiftSpec("actuator_offset", 0.0)  # changes nothing (any env); lets worlds switch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +115,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 wrapper.set_shift(schedule[phase][1] or NEUTRAL)
                 switch_step, pending_switch, alarm_step = step_no, False, None
                 phases.append(
-                    {"world": str(schedule[phase][1]), "switch_step": step_no, "alarm_step": None}
+                    {"world": world_name(schedule[phase][1]), "switch_step": step_no, "alarm_step": None}
                 )
                 emit("switch", step_no, {"world": phases[-1]["world"]})
             calibrator.start_episodes(driver.first, decision, active=True)

@@ -292,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
                 sys.argv[1:] if argv is None else argv
             )
             args.out.mkdir(parents=True, exist_ok=True)
-            name = f"ood_{result['env'].split('-')[0]}_s{result['seed']}.json"
+            env_name = result["env"].split("-")[0].replace("/", "_")
+            name = f"ood_{env_name}_s{result['seed']}.json"
             tmp = args.out / (name + ".tmp")
             tmp.write_text(json.dumps(result, indent=1, default=float))
             tmp.replace(args.out / name)

@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"  original world (prior policy): before {ph0['original_return_before']:.1f} after {ph0['original_return_after']:.1f}"
                 )
             args.out.mkdir(parents=True, exist_ok=True)
-            name = args.out / f"continual_{cfg.env.id.split('-')[0]}_s{cfg.seed}.json"
+            env_name = cfg.env.id.split("-")[0].replace("/", "_")
+            name = args.out / f"continual_{env_name}_s{cfg.seed}.json"
             tmp = name.with_suffix(".tmp")
             tmp.write_text(json.dumps(result, indent=1, default=str))
             tmp.replace(name)

@@ -1,0 +1,37 @@
+"""End to end: a debug run meets a schedule of worlds (scripts.continual) in every mode."""
+
+import json
+
+from scripts import continual as continual_script
+from scripts import train as train_script
+
+
+def test_continual_schedule_runs_every_mode(tmp_path):
+    run = tmp_path / "run"
+    args = ["debug", f"run_dir={run}", "train.steps=150", "eval.every=0", "abstain.holdout=0.3"]
+    assert train_script.main(args) == 0
+    out = tmp_path / "results"
+    rc = continual_script.main(
+        [str(run), "configs/continual/debug.yaml", "env.max_episode_steps=40",
+         "continual.recalib_after=20", "continual.boost_steps=20", "--modes", "adaptive",
+         "frozen", "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 0
+    (path,) = out.glob("continual_*.json")
+    result = json.loads(path.read_text())
+    assert set(result["modes"]) == {"adaptive", "frozen"}
+    for mode, r in result["modes"].items():
+        phases = r["phases"]
+        assert [p["world"] for p in phases] == ["original", "actuator_offset 0.8"]
+        assert 60 <= phases[1]["switch_step"] <= 100  # at the first episode end after step 60
+        kinds = {e["kind"] for e in r["events"]}
+        assert {"episode", "switch"} <= kinds
+        assert (r["updates"] == 0) == (mode == "frozen")
+
+
+def test_continual_bad_schedule_is_one_error_line(tmp_path, capsys):
+    bad = tmp_path / "s.yaml"
+    bad.write_text("phases:\n  - steps: -3\n")
+    assert continual_script.main([str(tmp_path), str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
