@@ -27,6 +27,10 @@ def test_continual_schedule_runs_every_mode(tmp_path):
         kinds = {e["kind"] for e in r["events"]}
         assert {"episode", "switch"} <= kinds
         assert (r["updates"] == 0) == (mode == "frozen")
+    from scripts import plot_continual
+
+    assert plot_continual.main([str(path)]) == 0
+    assert path.with_suffix(".png").stat().st_size > 10_000
 
 
 def test_continual_bad_schedule_is_one_error_line(tmp_path, capsys):
