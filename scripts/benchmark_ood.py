@@ -199,7 +199,9 @@ def benchmark(run_dir: Path, args) -> dict:
     result["risk_coverage_pooled"] = _risk(joined)
 
     # mid-episode switches: detection delay with the 10-step window of the gate's score
-    at, delays = args.switch_at, {}
+    # a switch must happen inside the episodes: at most half the median test-episode length
+    lengths = np.diff(np.r_[np.flatnonzero(test["first"]), len(test["first"])])
+    at, delays = int(min(args.switch_at, max(1, np.median(lengths) // 2))), {}
     thr10 = thresholds["max_w10"]
     for name, shift in SEVERE_SHIFTS.items():
         import dataclasses

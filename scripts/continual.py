@@ -43,7 +43,30 @@ def _load(run_dir: Path, overrides: list[str]):
     replay.load_state_dict(replay_arrays)
     calibrator = Calibrator(agent, agent.abstain_cfg, seed=cfg.seed, num_envs=1)
     calibrator.calib = Calibration.from_json(meta["calibration"])
+    if replay.held == 0 or not calibrator.calib.calibrated:
+        _calibrate_before_deployment(agent, state, cfg, replay, calibrator)
     return agent, state, cfg, replay, calibrator
+
+
+def _calibrate_before_deployment(agent, state, cfg, replay, calibrator, episodes: int = 10):
+    """The checkpoint holds no held-out episodes (short run, long episodes): act `episodes`
+    greedy episodes in the original world (seeds never used in training), store them in replay
+    as held out (never trained on) and calibrate on them, as a deployment would start."""
+    from envs import Step
+    from scripts.benchmark_ood import collect
+
+    data = collect(agent, state, cfg.env.id, episodes=episodes, seed=cfg.seed + 50_000,
+                   max_steps=cfg.env.max_episode_steps, plan=cfg.train.plan)  # fmt: skip
+    last = np.r_[data["first"][1:], True]  # an episode's last transition
+    zero = np.zeros(1, np.float32)
+    for i in range(len(data["t"])):
+        replay.add(
+            Step(data["obs"][i : i + 1], data["action"][i : i + 1], zero, data["next_obs"][i : i + 1],
+                 np.zeros(1, bool), last[i : i + 1], last[i : i + 1], []),
+            holdout=np.ones(1, bool),
+        )  # fmt: skip
+    result = calibrator.recalibrate(state.params, replay, np.random.default_rng(cfg.seed))
+    print(f"calibrated before deployment on {episodes} greedy episodes: {result}")
 
 
 def _phase_summary(events: list, phases: list, total: int) -> list[dict]:
