@@ -46,12 +46,19 @@ class Agent:
     update: Callable  # update(state, batch, *, key) -> (state, metrics)
     _act: Callable
 
-    def init_carry(self, num_envs: int) -> Carry:
-        # Committed to a device like the carry `act` returns, so the second call does not retrace.
+    def init_carry(self, num_envs: int, *, like=None) -> Carry:
+        """Fresh per-env carry, placed like `like` (a TrainState or params, e.g. replicated over a
+        device mesh) so that `act`'s returned carry has the same placement and the next call
+        does not retrace; default: committed to the first device."""
         m = self.model
         zeros = jnp.zeros((num_envs, self.planner_cfg.horizon, m.act_dim))
         prev = init_prev(num_envs, m.obs_dim, m.act_dim, self.abstain_cfg.window)
-        return jax.device_put(Carry(plan_mean=zeros, prev=prev), jax.devices()[0])
+        carry = Carry(plan_mean=zeros, prev=prev)
+        sharding = getattr(jax.tree.leaves(like)[0], "sharding", None) if like is not None else None
+        if isinstance(sharding, jax.sharding.NamedSharding):
+            replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+            return jax.device_put(carry, replicated)
+        return jax.device_put(carry, jax.devices()[0])
 
     def init_calibration(self) -> Calibration:
         """Uncalibrated (threshold inf: nothing abstains until `agents.calibration` has run)."""

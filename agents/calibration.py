@@ -93,8 +93,7 @@ def calibrate(agent, params, train: dict, holdout: dict, *, kind: str, window: i
 class Calibrator:
     """Host: routes whole training episodes to a held-out set and recalibrates on a schedule.
 
-    An episode is held out with probability `cfg.holdout` (decided when it starts, keyed by
-    (seed, 'holdout', decision)); its transitions go to replay marked held out, so the model
+    Every round(1 / cfg.holdout)-th episode after the seed phase is held out; its transitions go to replay marked held out, so the model
     never trains on them. With one env, a held-out episode is also acted greedily (as the
     deployed agent acts), so the calibration set matches deployment; with several envs the
     batch explores unless every env is in a held-out episode.
@@ -103,16 +102,22 @@ class Calibrator:
     def __init__(self, agent, cfg, *, seed: int, num_envs: int):
         self.agent, self.cfg, self.seed = agent, cfg, seed
         self.held = np.zeros(num_envs, bool)
+        self.started = 0  # episodes started while holding out was active
         self.calib = agent.init_calibration()
 
     def start_episodes(self, first: np.ndarray, decision: int, *, active: bool) -> None:
-        """Redraw the held-out flag of envs whose obs begins a new episode. Nothing is held out
-        while not `active` (the seed phase), so training always has data to start from."""
-        from worldmodel.rng import np_rng
-
-        draw = np_rng(self.seed, "holdout", decision).random(len(first)) < self.cfg.holdout
-        draw &= active
-        self.held = np.where(first, draw, self.held)
+        """Set the held-out flag of envs whose obs begins a new episode: every
+        round(1 / holdout)-th episode started while `active` is held out (counted, not drawn,
+        so even a short run with long episodes gets its share). Nothing is held out while not
+        `active` (the seed phase), so training always has data to start from."""
+        del decision  # the count, saved with the checkpoint, makes resume reproduce the pattern
+        period = round(1.0 / self.cfg.holdout) if self.cfg.holdout > 0 else 0
+        for i in np.flatnonzero(first):
+            held = False
+            if active and period:
+                held = self.started % period == period - 1
+                self.started += 1
+            self.held[i] = held
 
     @property
     def explore(self) -> bool:

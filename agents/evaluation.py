@@ -44,7 +44,7 @@ def evaluate(
     )
     driver = Driver(env)
     driver.reset(seed=seed)
-    carry = agent.init_carry(episodes)
+    carry = agent.init_carry(episodes, like=state)
     returns = np.full(episodes, np.nan)
     lengths = np.zeros(episodes, np.int64)
     running = np.zeros(episodes)

@@ -113,13 +113,14 @@ def train(
         replay.load_state_dict(replay_arrays)
         env_steps, updates, decisions = meta["env_steps"], meta["updates"], meta["decisions"]
         calibrator.calib = Calibration.from_json(meta["calibration"])
+        calibrator.started = meta.get("holdout_started", 0)
         emit("resume", env_steps, {"updates": updates})
     mesh = make_mesh(data=cfg.mesh.data, model=cfg.mesh.model)  # 1 x 1: one device
     state = place_state(state, mesh, shard_ensemble=cfg.mesh.shard_ensemble)
     update = make_sharded_update(agent.update, mesh)
     driver.env_steps = env_steps
     driver.reset(seed=_reset_seed(seed, env_steps))
-    carry = agent.init_carry(env_cfg.num_envs)
+    carry = agent.init_carry(env_cfg.num_envs, like=state)
     metrics, pretrained, last_eval = None, env_steps >= tc.seed_steps, {}
     abstained = 0
 
@@ -145,6 +146,7 @@ def train(
             return
         meta = {"env_steps": step, "updates": updates, "decisions": decisions}
         meta["calibration"] = calibrator.calib.to_json()
+        meta["holdout_started"] = calibrator.started
         check_finite(metrics, step, ckpt.latest_step())
         ckpt.save(step, state=state, replay=replay.state_dict(), meta=meta)
         emit("checkpoint", step, meta)
@@ -191,7 +193,7 @@ def train(
             if _crossed(before, env_steps, cfg.checkpoint.every):
                 save(env_steps)
                 driver.reset(seed=_reset_seed(seed, env_steps))  # as a resume here would
-                carry = agent.init_carry(env_cfg.num_envs)
+                carry = agent.init_carry(env_cfg.num_envs, like=state)
                 tick, tick_steps = time.perf_counter(), env_steps
     finally:
         env.close()
