@@ -84,6 +84,16 @@ def _scores(agent, params, calib, data) -> dict:
     return s
 
 
+def _two_sided(calib_scores, scores) -> np.ndarray:
+    """-log of the two-sided conformal p-value of each score against the calibration scores:
+    large when a score is unusually high *or* unusually low."""
+    from agents.change import conformal_pvalues
+
+    hi = conformal_pvalues(calib_scores, scores)
+    lo = conformal_pvalues(-np.asarray(calib_scores), -np.asarray(scores))
+    return -np.log(np.minimum(1.0, 2.0 * np.minimum(hi, lo)))
+
+
 def _k_step(agent, params, calib, data, k: int = 5):
     """(ex-ante step-0 epistemic, trajectory score, k-step latent error) for every t whose
     episode has k more steps."""
@@ -189,6 +199,9 @@ def benchmark(run_dir: Path, args) -> dict:
             r[f"{kind}_w10"] = _detect(s_test[f"{kind}_w10"], s[f"{kind}_w10"])
         for part in ("epistemic_latent", "epistemic_obs", "surprise_latent", "surprise_obs"):
             r[part] = _detect(s_test[part], s[part])["auroc"]
+        # two-sided: the windowed score left its calibration range in either direction
+        two = lambda x: _two_sided(s_cal["max_w10"], x)  # noqa: E731
+        r["twosided_w10"] = _detect(two(s_test["max_w10"]), two(s["max_w10"]))
         dec = decision_scores(s, data["first"], kind="max", window=1)
         r["abstain_rate"] = float(np.mean(dec > thresholds["max_w1"]))
         result["shifts"][name] = r
