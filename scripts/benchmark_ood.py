@@ -179,6 +179,10 @@ def benchmark(run_dir: Path, args) -> dict:
             dec = decision_scores(s_test, test["first"], kind=kind, window=w)
             thresholds[name], false_abstain[name] = thr, float(np.mean(dec > thr))
     result["thresholds"], result["false_abstain_rate"] = thresholds, false_abstain
+    gate_calib = calib.replace(threshold=np.float32(thresholds["max_w1"])).to_json()
+    result["calibration"] = gate_calib  # the gate's (score max, window 1) calibration
+    if args.write_calibration:  # visualize/evaluate read it from the run folder
+        (run_dir / "calibration.json").write_text(json.dumps(gate_calib))
 
     result["interval_coverage"] = interval_coverage(
         s_test["interval_z"], z_calib=s_cal["interval_z"]
@@ -296,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fallback", choices=("hold", "prior", "stop"), default="prior")
     p.add_argument("--fallback-shifts", nargs="*", default=["mass", "actuator_gain"])
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--write-calibration",
+        action="store_true",
+        help="also write RUN/calibration.json (read by visualize and evaluate)",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     from worldmodel.errors import UserError
