@@ -1,10 +1,12 @@
 """Plot learning curves: evaluation return vs env steps, grouped by env id, mean and band over seeds.
 
 `python -m scripts.plot_learning PATH [PATH ...] [--out FILE.png] [--band std|minmax|none]
-[--reference STEP:RETURN ...]`. A PATH is a run folder (its metrics.jsonl 'eval' records and
+[--reference STEP:RETURN ...] [--train-episodes BIN]`. A PATH is a run folder (its metrics.jsonl 'eval' records and
 config.yaml's env.id and seed), a folder holding run folders (searched recursively), or a
 benchmark JSON from scripts/benchmark_learning.py. Reference points (e.g. a peer's published
-curve) are drawn as crosses. Needs matplotlib.
+curve) are drawn as crosses. `--train-episodes BIN` plots the training episodes' returns
+(exploring, so not the protocol's evaluation) averaged per BIN env steps instead, for runs
+trained without evaluations. Needs matplotlib.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ import yaml
 from worldmodel.errors import UserError
 
 
-def _run_curve(run_dir: Path) -> tuple[str, tuple[np.ndarray, np.ndarray]] | None:
-    """(env id, (steps, mean returns)) of a run folder's eval records; None when it has none."""
+def _run_curve(
+    run_dir: Path, train_bin: int = 0
+) -> tuple[str, tuple[np.ndarray, np.ndarray]] | None:
+    """(env id, (steps, mean returns)) of a run folder's eval records (or, with train_bin > 0,
+    its training episodes' returns averaged per train_bin steps); None when it has none."""
     by_step: dict[int, float] = {}
+    bins: dict[int, list[float]] = {}
     for n, line in enumerate((run_dir / "metrics.jsonl").read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -30,8 +36,12 @@ def _run_curve(run_dir: Path) -> tuple[str, tuple[np.ndarray, np.ndarray]] | Non
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise UserError(f"{run_dir / 'metrics.jsonl'} line {n} is not JSON: {err}") from err
-        if record.get("kind") == "eval":
+        if record.get("kind") == "eval" and not train_bin:
             by_step[int(record["env_step"])] = float(record["mean"])  # a resume may repeat one
+        elif record.get("kind") == "episode" and train_bin:
+            end = -(-int(record["env_step"]) // train_bin) * train_bin  # the bin's last step
+            bins.setdefault(end, []).append(float(record["return"]))
+    by_step |= {step: float(np.mean(v)) for step, v in bins.items()}
     if not by_step:
         return None
     env_id = "unknown env"
@@ -55,7 +65,9 @@ def _benchmark_curves(path: Path) -> tuple[str, list]:
     return data["task"], runs
 
 
-def collect(paths: list[Path]) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+def collect(
+    paths: list[Path], train_bin: int = 0
+) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
     """{env id: [(steps (T,), returns (T,)) per run]} from run folders, folders of runs and
     benchmark JSON files. Raises UserError when a path holds none."""
     groups: dict[str, list] = {}
@@ -67,7 +79,7 @@ def collect(paths: list[Path]) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]
             found = len(runs)
         elif path.is_dir():
             for metrics in sorted(path.rglob("metrics.jsonl")):
-                curve = _run_curve(metrics.parent)
+                curve = _run_curve(metrics.parent, train_bin)
                 if curve is not None:
                     groups.setdefault(curve[0], []).append(curve[1])
                     found += 1
@@ -85,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--band", choices=("std", "minmax", "none"), default="std")
     parser.add_argument("--reference", nargs="*", default=[], help="STEP:RETURN points")
     parser.add_argument("--reference-label", default="reference")
+    parser.add_argument("--train-episodes", type=int, default=0, metavar="BIN")
     args = parser.parse_args(argv)
     from scripts.plots import plot_learning_curves
 
     try:
-        groups = collect(args.paths)
+        groups = collect(args.paths, args.train_episodes)
         reference = []
         for point in args.reference:
             try:
@@ -105,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             band=args.band,
             reference=reference,
             reference_label=args.reference_label,
-            ylabel="evaluation return",
+            ylabel="training episode return" if args.train_episodes else "evaluation return",
         )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
