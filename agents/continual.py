@@ -115,7 +115,11 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 wrapper.set_shift(schedule[phase][1] or NEUTRAL)
                 switch_step, pending_switch, alarm_step = step_no, False, None
                 phases.append(
-                    {"world": world_name(schedule[phase][1]), "switch_step": step_no, "alarm_step": None}
+                    {
+                        "world": world_name(schedule[phase][1]),
+                        "switch_step": step_no,
+                        "alarm_step": None,
+                    }
                 )
                 emit("switch", step_no, {"world": phases[-1]["world"]})
             calibrator.start_episodes(driver.first, decision, active=True)
