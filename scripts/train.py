@@ -24,6 +24,25 @@ def _run_dir(cfg) -> Path:
     return Path("runs") / cfg.env.id.replace("/", "_") / f"seed{cfg.seed}-{stamp}"
 
 
+def _keep_previous_config(path: Path, cfg) -> None:
+    """A resumed run folder whose config.yaml differs from this invocation's keeps the old one
+    as config-<n>.yaml before it is replaced (so an incompatible resume loses nothing)."""
+    from worldmodel.config import config_from_file
+    from worldmodel.errors import UserError
+
+    if not path.is_file():
+        return
+    try:
+        same = config_from_file(path).to_dict() == cfg.to_dict()
+    except (UserError, OSError):  # an unreadable old file is kept all the same
+        same = False
+    if not same:
+        n = 1
+        while (path.parent / f"config-{n}.yaml").exists():
+            n += 1
+        path.rename(path.parent / f"config-{n}.yaml")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in args):
@@ -43,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args)
         run_dir = _run_dir(cfg)
         prepare_run_dir(run_dir)  # a file in the way is a one-line error
+        _keep_previous_config(run_dir / "config.yaml", cfg)
         save_config(cfg, run_dir / "config.yaml")
         repair_jsonl(run_dir / "metrics.jsonl")  # a kill -9 may have cut the last line
         jsonl = JsonlSink(run_dir / "metrics.jsonl")

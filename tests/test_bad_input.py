@@ -108,7 +108,7 @@ def test_checkpoint_of_another_model_size(tmp_path, capsys):
     run = [f"run_dir={tmp_path}", "eval.every=0", "train.steps=1", "train.seed_steps=10"]
     assert _run(["debug", *run], capsys)[0] == 0
     code, lines = _run(["debug", *run, "model.hidden_dim=48"], capsys)
-    _assert_one_error(code, lines, "does not match the state template")
+    _assert_one_error(code, lines, "was made with another model config")
 
 
 def test_all_checkpoints_corrupt(tmp_path, capsys):

@@ -118,7 +118,7 @@ def _check_signature(saved: dict[str, str], template: dict[str, str], where: str
     """Raise CheckpointMismatch naming the first leaf that differs between the two."""
     if saved == template:
         return
-    prefix = f"{where} does not match the state template:"
+    prefix = f"{where} was made with another model config (use its config, or a new run_dir):"
     extra = sorted(saved.keys() - template.keys())
     if extra:
         raise CheckpointMismatch(f"{prefix} leaf {extra[0]} is missing from the template")
