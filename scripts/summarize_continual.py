@@ -1,0 +1,126 @@
+"""Per-phase figures of a continual-learning result against from-scratch references.
+
+`python -m scripts.summarize_continual RESULT.json [--scratch "mass 2"=RUN_DIR ...]`
+
+For each mode and phase: detection delay (alarm step - switch step; an alarm before the first
+switch is a false alarm), abstain rate in the first and last 3 episodes, return in the first
+and last 3 episodes, and — where a from-scratch run of that world is given (a `scripts.train`
+run with the world's `shift.*` and the same episode length) — the env steps after the switch
+until the 3-episode moving average of the return reaches 90% of the scratch run's final return
+(mean of its last 3 training episodes), and that as a fraction of the scratch run's steps.
+Forgetting: the original world's greedy prior-policy return after the schedule vs before.
+Writes RESULT with suffix _summary.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _scratch_reference(run_dir: Path) -> tuple[float, int]:
+    eps = [
+        json.loads(x)
+        for x in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if '"episode"' in x
+    ]
+    eps = [e for e in eps if e["kind"] == "episode"]
+    return float(np.mean([e["return"] for e in eps[-3:]])), int(eps[-1]["env_step"])
+
+
+def summarize(result: dict, scratch: dict[str, Path]) -> dict:
+    refs = {w: _scratch_reference(p) for w, p in scratch.items()}
+    out = {
+        "env": result.get("env"),
+        "modes": {},
+        "scratch": {
+            w: {"return": r, "steps": s, "run": str(scratch[w])} for w, (r, s) in refs.items()
+        },
+    }
+    for mode, r in result["modes"].items():
+        phases = r["phases"]
+        eps = [e for e in r["events"] if e["kind"] == "episode"]
+        alarms = [e for e in r["events"] if e["kind"] == "alarm"]
+        bounds = [p["switch_step"] for p in phases] + [float("inf")]
+        rows = []
+        for i, p in enumerate(phases):
+            lo, hi = bounds[i], bounds[i + 1]
+            ph_eps = [e for e in eps if lo < e["step"] <= hi]
+            ph_alarms = [a["step"] for a in alarms if lo <= a["step"] < hi]
+            row = {"world": p["world"], "switch_step": p["switch_step"],
+                   "alarms": ph_alarms, "delay": (ph_alarms[0] - lo) if ph_alarms and i > 0 else None,
+                   "false_alarms": len(ph_alarms) if i == 0 else 0,
+                   "abstain_first3": float(np.mean([e["abstain_rate"] for e in ph_eps[:3]])) if ph_eps else None,
+                   "abstain_last3": float(np.mean([e["abstain_rate"] for e in ph_eps[-3:]])) if ph_eps else None,
+                   "return_first3": float(np.mean([e["return"] for e in ph_eps[:3]])) if ph_eps else None,
+                   "return_last3": float(np.mean([e["return"] for e in ph_eps[-3:]])) if ph_eps else None}  # fmt: skip
+            if p["world"] in refs and ph_eps:
+                ref, ref_steps = refs[p["world"]]
+                rets = np.array([e["return"] for e in ph_eps])
+                avg = (
+                    np.convolve(rets, np.ones(3) / 3, mode="valid") if len(rets) >= 3 else rets[-1:]
+                )
+                hit = (
+                    np.flatnonzero(avg >= 0.9 * ref)
+                    if ref > 0
+                    else np.flatnonzero(avg >= ref / 0.9)
+                )
+                steps = (
+                    None
+                    if not len(hit)
+                    else ph_eps[min(int(hit[0]) + (2 if len(rets) >= 3 else 0), len(ph_eps) - 1)][
+                        "step"
+                    ]
+                    - lo
+                )
+                row |= {"scratch_return": ref, "steps_to_90pct": steps,
+                        "fraction_of_scratch_steps": None if steps is None else steps / ref_steps}  # fmt: skip
+            rows.append(row)
+        before, after = (
+            phases[0].get("original_return_before"),
+            phases[0].get("original_return_after"),
+        )
+        out["modes"][mode] = {"phases": rows, "original_before": before, "original_after": after,
+                              "forgetting": None if before is None else (before - after) / max(abs(before), 1e-9)}  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("result", type=Path)
+    p.add_argument(
+        "--scratch", nargs="*", default=[], help='WORLD=RUN_DIR, WORLD as in the result ("mass 2")'
+    )
+    args = p.parse_args(argv)
+    scratch = dict(s.split("=", 1) for s in args.scratch)
+    summary = summarize(
+        json.loads(args.result.read_text()), {k: Path(v) for k, v in scratch.items()}
+    )
+    summary["command"] = "python -m scripts.summarize_continual " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    for mode, m in summary["modes"].items():
+        print(
+            f"[{mode}] original world return before {m['original_before']:.1f} after {m['original_after']:.1f}"
+        )
+        for r in m["phases"]:
+            extra = (
+                f" 90%-of-scratch after {r.get('steps_to_90pct')} steps ({r.get('fraction_of_scratch_steps')})"
+                if "scratch_return" in r
+                else ""
+            )
+            print(
+                f"  {r['world']:>20}: alarms {r['alarms']} delay {r['delay']} abstain {r['abstain_first3']}->{r['abstain_last3']} return {r['return_first3']}->{r['return_last3']}{extra}"
+            )
+    args.result.with_name(args.result.stem + "_summary.json").write_text(
+        json.dumps(summary, indent=1)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
