@@ -4,7 +4,10 @@ adapts with old and new experience mixed, recalibrates for the new world, and is
 
 modes: 'adaptive' (detection -> replay mixing at `new_share` + `boost`x updates for
 `boost_steps`), 'naive' (detection -> fine-tune on new-world data only, no boost), 'frozen' (no
-updates at all). The from-scratch reference per world is a plain `scripts.train` run with that
+updates at all). The deployed model changes only after a detected change: it learns for
+`recalib_after` steps, is then recalibrated on the new world's held-out episodes and stays fixed
+until the next alarm (updating it all along would make its calibration stale: measured, a first
+version that did so raised false alarms within 12-71 steps in the unchanged world). The from-scratch reference per world is a plain `scripts.train` run with that
 world's `shift.*` settings and the same budget.
 emit(kind, env_step, data): 'episode' (return, world, abstain_rate), 'switch' (world),
 'alarm' (delay after the switch), 'calibration', 'eval'.
@@ -97,7 +100,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
 
     detector = ChangeDetector(ChangeConfig(**cfg.section("change")), calib_scores(0), seed=seed)
     ends = np.cumsum([s for s, _ in schedule])
-    phase, since, switch_step, alarm_step, boost_until = 0, 0, 0, None, -1
+    phase, since, switch_step, boost_until, adapt_until = 0, 0, 0, -1, -1
     recalib_at, pending_switch = None, False
     phases = [{"world": world_name(schedule[0][1]), "switch_step": 0, "alarm_step": None}]
     ep_abstain = ep_decisions = updates = decision = 0
@@ -113,7 +116,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
             step_no = driver.env_steps
             if pending_switch and driver.first[0]:  # switch worlds at an episode boundary
                 wrapper.set_shift(schedule[phase][1] or NEUTRAL)
-                switch_step, pending_switch, alarm_step = step_no, False, None
+                switch_step, pending_switch = step_no, False
                 phases.append(
                     {
                         "world": world_name(schedule[phase][1]),
@@ -128,12 +131,13 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 explore=calibrator.explore, plan=tc.plan, calib=calibrator.calib,
             )  # fmt: skip
             info = jax.device_get(info)
-            if detector.update(float(info["step_score"][0])) and mode in ("adaptive", "naive"):
-                alarm_step, since = step_no, replay.added
+            if detector.update(float(info["step_score"][0])):  # every mode reports its alarms
+                since = replay.added
                 phases[-1]["alarm_step"] = step_no
                 phases[-1]["delay"] = step_no - switch_step if phase == len(phases) - 1 else None
                 boost_until = step_no + cc.boost_steps if mode == "adaptive" else -1
-                recalib_at = step_no + cc.recalib_after
+                if mode != "frozen":  # frozen: no learning, no recalibration
+                    recalib_at = adapt_until = step_no + cc.recalib_after
                 emit(
                     "alarm", step_no, {"delay": step_no - switch_step, "world": phases[-1]["world"]}
                 )
@@ -149,14 +153,14 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                     ep | {"world": phases[-1]["world"], "abstain_rate": ep_abstain / ep_decisions},
                 )
                 ep_abstain = ep_decisions = 0
-            if mode != "frozen":
+            if mode != "frozen" and step_no < adapt_until:  # learn from a detected change
                 n = tc.updates_per_step * (cc.boost if step_no < boost_until else 1)
-                adapted = alarm_step is not None
                 share = cc.new_share if mode == "adaptive" else 1.0
                 for _ in range(n):
                     rng = np_rng(seed, "continual_replay", updates)
-                    batch = (replay.sample_mixed(tc.batch_size, tc.horizon, rng, since=since, share=share)
-                             if adapted else replay.sample(tc.batch_size, tc.horizon, rng))  # fmt: skip
+                    batch = replay.sample_mixed(
+                        tc.batch_size, tc.horizon, rng, since=since, share=share
+                    )
                     state, _ = agent.update(
                         state, batch, key=key_for(seed, "continual_update", updates)
                     )

@@ -178,6 +178,10 @@ class Replay:
         elif recent == 0:
             n_new = 0
         cut = self.size - recent  # ages [0, cut) are old, [cut, size) new
+        oldest = self.pos if self.size == self.slots else 0
+        new_slots = (oldest + np.arange(cut, self.size)) % self.slots
+        if recent and not (self.episode[:, new_slots] >= 0).any():  # all new data held out
+            n_new = 0
         parts = [
             self._sample_padded(batch_size - n_new, horizon, rng, ages=(0, cut)),
             self._sample_padded(n_new, horizon, rng, ages=(cut, self.size)),
