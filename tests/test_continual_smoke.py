@@ -35,7 +35,10 @@ def test_continual_schedule_runs_every_mode(tmp_path):
 
     assert summarize_continual.main([str(path)]) == 0
     summary = json.loads(path.with_name(path.stem + "_summary.json").read_text())
-    assert [p["world"] for p in summary["modes"]["adaptive"]["phases"]] == ["original", "actuator_offset 0.8"]
+    assert [p["world"] for p in summary["modes"]["adaptive"]["phases"]] == [
+        "original",
+        "actuator_offset 0.8",
+    ]
 
 
 def test_continual_bad_schedule_is_one_error_line(tmp_path, capsys):

@@ -78,7 +78,11 @@ class WorldModel:
             self,
             "_obs_heads",
             ensemble(
-                StateActionMLP, self.num_heads, hidden=hidden, out=2 * self.obs_dim, layer_norm=False
+                StateActionMLP,
+                self.num_heads,
+                hidden=hidden,
+                out=2 * self.obs_dim,
+                layer_norm=False,
             ),
         )
 
