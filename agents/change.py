@@ -72,17 +72,50 @@ def cusum_threshold(cfg: ChangeConfig, *, sims: int = 4000, seed: int = 0) -> fl
     return float(np.quantile(peak, 1.0 - cfg.false_alarm))
 
 
+def cusum_threshold_from_episodes(
+    cfg: ChangeConfig, episodes: list, *, sims: int = 1000, seed: int = 0
+) -> float:
+    """h from held-out score *streams*: whole calibration episodes (their in-episode correlation
+    kept) are drawn with replacement and concatenated into streams of `horizon` steps; h is the
+    (1 - false_alarm) quantile of the CUSUM maximum over them. Falls back to the i.i.d. h when
+    there are no episodes."""
+    episodes = [np.asarray(e, np.float64) for e in episodes if len(e)]
+    if not episodes:
+        return cusum_threshold(cfg, seed=seed)
+    pooled = np.concatenate(episodes)
+    incs = [cusum_increments(conformal_pvalues(pooled, e), cfg.kappa) for e in episodes]
+    rng = np.random.default_rng(seed)
+    peaks = np.empty(sims)
+    for i in range(sims):
+        parts, n = [], 0
+        while n < cfg.horizon:
+            parts.append(incs[rng.integers(len(incs))])
+            n += len(parts[-1])
+        x, s, peak = np.concatenate(parts)[: cfg.horizon], 0.0, 0.0
+        for v in x:
+            s = max(0.0, s + v)
+            peak = max(peak, s)
+        peaks[i] = peak
+    return float(np.quantile(peaks, 1.0 - cfg.false_alarm))
+
+
 class ChangeDetector:
     """Online CUSUM over conformal p-values. `update(score) -> bool` (True at an alarm);
-    `alarm_step` is the first alarm's step; `reset(calib_scores)` starts over for a new world."""
+    `alarm_step` is the first alarm's step; `reset(calib_scores, episodes)` starts over for a new
+    world. With `episodes` (the calibration scores split by episode) the threshold is set on
+    resampled calibration streams (`cusum_threshold_from_episodes`), which keeps the in-episode
+    correlation that makes the i.i.d. threshold alarm far too often on real score streams."""
 
-    def __init__(self, cfg: ChangeConfig, calib_scores, *, seed: int = 0):
-        self.cfg = cfg
-        self.h = cusum_threshold(cfg, seed=seed)
-        self.reset(calib_scores)
+    def __init__(self, cfg: ChangeConfig, calib_scores, *, episodes=None, seed: int = 0):
+        self.cfg, self.seed = cfg, seed
+        self.reset(calib_scores, episodes)
 
-    def reset(self, calib_scores) -> None:
+    def reset(self, calib_scores, episodes=None) -> None:
         self.calib = np.sort(np.asarray(calib_scores, np.float64).ravel())
+        if episodes is None:
+            self.h = cusum_threshold(self.cfg, seed=self.seed)
+        else:
+            self.h = cusum_threshold_from_episodes(self.cfg, episodes, seed=self.seed)
         self.s, self.t, self.alarm_step = 0.0, 0, None
 
     def update(self, score: float) -> bool:

@@ -91,14 +91,18 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
     driver.reset(seed=seed)
     carry = agent.init_carry(1)
 
-    def calib_scores(since: int) -> np.ndarray:
+    def calib_scores(since: int) -> tuple[np.ndarray, list]:
+        """(held-out decision scores since add() `since`, the same split by episode)."""
         h = replay.holdout_stream(cfg.abstain.calib_size, since=since)
         s = score_transitions(
             agent, state.params, calibrator.calib, h["obs"], h["action"], h["next_obs"]
         )
-        return decision_scores(s, h["first"], kind="max", window=1)
+        d = decision_scores(s, h["first"], kind="max", window=1)
+        return d, np.split(d, np.flatnonzero(h["first"])[1:])
 
-    detector = ChangeDetector(ChangeConfig(**cfg.section("change")), calib_scores(0), seed=seed)
+    scores, episodes = calib_scores(0)
+    change_cfg = ChangeConfig(**cfg.section("change"))
+    detector = ChangeDetector(change_cfg, scores, episodes=episodes, seed=seed)
     ends = np.cumsum([s for s, _ in schedule])
     phase, since, switch_step, boost_until, adapt_until = 0, 0, 0, -1, -1
     recalib_at, pending_switch = None, False
@@ -169,10 +173,12 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 result = calibrator.recalibrate(
                     state.params, replay, np_rng(seed, "recal", decision), since=since
                 )
+                # watch for the next change against the new world's held-out scores (or, when
+                # no held-out episode has ended since the alarm, against all of them)
+                detector.reset(*calib_scores(since if result is not None else 0))
                 if result is not None:
-                    detector.reset(calib_scores(since))
                     emit("calibration", driver.env_steps, result)
-                    recalib_at = None
+                recalib_at = None
             if phase + 1 < len(schedule) and driver.env_steps >= ends[phase]:
                 phase, pending_switch = phase + 1, True
     finally:
