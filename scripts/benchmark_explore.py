@@ -12,11 +12,12 @@ agent collected after the seed phase (the seed phase is uniform random actions i
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from scripts.machine import write_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BINS = 40
@@ -77,12 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"beta {r['uncertainty_coef']:+.2f}  cells {r['cells']:4d}  entropy {r['entropy']:.3f}  ({r['run']})"
             )
-        args.out.mkdir(parents=True, exist_ok=True)
         name = args.out / f"explore_{rows[0]['env'].split('-')[0].replace('/', '_')}.json"
         cmd = "python -m scripts.benchmark_explore " + " ".join(
             sys.argv[1:] if argv is None else argv
         )
-        name.write_text(json.dumps({"command": cmd, "runs": rows}, indent=1))
+        write_result(name, {"command": cmd, "runs": rows})
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

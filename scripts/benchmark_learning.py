@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     from scripts import train as train_script
-    from scripts.machine import machine_info
+    from scripts.machine import machine_info, write_result
 
     out = args.out or Path(__file__).parent / "results" / f"learning_{args.task}.json"
     runs = []
@@ -71,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_info(),
             "runs": runs,
         }
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, out)  # written after every seed: a killed benchmark keeps finished seeds
+        write_result(out, result)  # after every seed: a killed benchmark keeps finished seeds
     print(f"wrote {out}")
     return 0
 

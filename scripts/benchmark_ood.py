@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts.machine import write_result
+
 RESULTS = Path(__file__).resolve().parent / "results"
 KINDS = ("epistemic", "surprise", "max")
 
@@ -315,12 +317,9 @@ def main(argv: list[str] | None = None) -> int:
             result["command"] = "python -m scripts.benchmark_ood " + " ".join(
                 sys.argv[1:] if argv is None else argv
             )
-            args.out.mkdir(parents=True, exist_ok=True)
             env_name = result["env"].split("-")[0].replace("/", "_")
             name = f"ood_{env_name}_s{result['seed']}.json"
-            tmp = args.out / (name + ".tmp")
-            tmp.write_text(json.dumps(result, indent=1, default=float))
-            tmp.replace(args.out / name)
+            write_result(args.out / name, result, default=float)
             print(_summary(result), flush=True)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -8,7 +8,6 @@ interleaved A B A B. Raw: scripts/results/render_speed.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     import gymnasium as gym
 
     from envs.render import StateRenderer
-    from scripts.machine import machine_info
+    from scripts.machine import machine_info, write_result
 
     out = {"size": args.size, "frames": args.frames, "gl": os.environ["MUJOCO_GL"], "tasks": {}}
     for env_id in ("HalfCheetah-v5", "Hopper-v5"):
@@ -66,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     out["command"] = "python -m scripts.benchmark_render " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "render_speed.json").write_text(json.dumps(out, indent=1))
+    write_result(RESULTS / "render_speed.json", out)
     return 0
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts.machine import write_result
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -71,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     out["command"] = "python -m scripts.benchmark_sinks " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "sinks_overhead.json").write_text(json.dumps(out, indent=1))
+    write_result(RESULTS / "sinks_overhead.json", out)
     return 0
 
 

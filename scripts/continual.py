@@ -12,13 +12,14 @@ return.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from scripts.machine import write_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -129,12 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  original world (prior policy): before {ph0['original_return_before']:.1f} after {ph0['original_return_after']:.1f}"
                 )
-            args.out.mkdir(parents=True, exist_ok=True)
             env_name = cfg.env.id.split("-")[0].replace("/", "_")
             name = args.out / f"continual_{env_name}_s{cfg.seed}.json"
-            tmp = name.with_suffix(".tmp")
-            tmp.write_text(json.dumps(result, indent=1, default=str))
-            tmp.replace(name)
+            write_result(name, result, default=str)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,7 +1,9 @@
-"""Machine and version facts recorded beside every benchmark result (host only)."""
+"""Machine and version facts recorded beside every benchmark result, and the atomic JSON write
+every benchmark uses for its raw results (host only)."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -38,3 +40,15 @@ def machine_info() -> dict:
         "devices": [str(d) for d in jax.devices()],
         "commit": commit,
     }
+
+
+def write_result(path, data, *, default=None) -> None:
+    """Write `data` as indented JSON to `path` atomically (a temp file, then rename), creating
+    the folder: a benchmark killed mid-write never leaves a truncated result behind."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=default))
+    os.replace(tmp, path)

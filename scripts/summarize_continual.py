@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts.machine import write_result
+
 
 def _scratch_reference(run_dir: Path) -> tuple[float, int]:
     eps = [
@@ -116,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  {r['world']:>20}: alarms {r['alarms']} delay {r['delay']} abstain {r['abstain_first3']}->{r['abstain_last3']} return {r['return_first3']}->{r['return_last3']}{extra}"
             )
-    args.result.with_name(args.result.stem + "_summary.json").write_text(
-        json.dumps(summary, indent=1)
-    )
+    write_result(args.result.with_name(args.result.stem + "_summary.json"), summary)
     return 0
 
 
