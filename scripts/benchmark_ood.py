@@ -96,28 +96,30 @@ def _two_sided(calib_scores, scores) -> np.ndarray:
     return -np.log(np.minimum(1.0, 2.0 * np.minimum(hi, lo)))
 
 
-def _k_step(agent, params, calib, data, k: int = 5):
-    """(ex-ante step-0 epistemic, trajectory score, k-step latent error) for every t whose
-    episode has k more steps."""
+@functools.cache
+def _imagine_fns(model):
+    """Jitted (imagine, encode) of `model`, compiled once per benchmark, not per call."""
     import jax
 
-    from agents.calibration import score_transitions
     from worldmodel.uncertainty import imagine
 
+    return jax.jit(functools.partial(imagine, model)), jax.jit(model.encode)
+
+
+def _k_step(agent, params, calib, data, epistemic, k: int = 5):
+    """(ex-ante step-0 epistemic, trajectory score, k-step latent error) for every t whose
+    episode has k more steps; `epistemic` (T,) are the transitions' scores already computed."""
     t, first = data["t"], data["first"]
     ep = np.cumsum(first) - 1
     idx = np.flatnonzero([(i + k < len(t)) and ep[i + k] == ep[i] for i in range(len(t))])
     if len(idx) == 0:
         return None
     acts = np.stack([data["action"][idx + j] for j in range(k)], axis=1)
-    fn = jax.jit(functools.partial(imagine, agent.model))
-    z_k, traj = fn(params, calib, data["obs"][idx], acts)
-    z_true = jax.jit(agent.model.encode)(params, data["obs"][idx + k])
+    imagine, encode = _imagine_fns(agent.model)
+    z_k, traj = imagine(params, calib, data["obs"][idx], acts)
+    z_true = encode(params, data["obs"][idx + k])
     err = np.asarray(((z_k - z_true) ** 2).mean(axis=-1))
-    e0 = score_transitions(
-        agent, params, calib, data["obs"][idx], data["action"][idx], data["next_obs"][idx]
-    )["epistemic"]
-    return {"epistemic": e0, "trajectory": np.asarray(traj), "error": err}
+    return {"epistemic": epistemic[idx], "trajectory": np.asarray(traj), "error": err}
 
 
 def _risk(scored: dict) -> dict:
@@ -189,7 +191,7 @@ def benchmark(run_dir: Path, args) -> dict:
     result["interval_coverage"] = interval_coverage(
         s_test["interval_z"], z_calib=s_cal["interval_z"]
     )
-    k_test = _k_step(agent, params, calib, test)
+    k_test = _k_step(agent, params, calib, test, s_test["epistemic"])
     result["risk_coverage_in_distribution"] = _risk(k_test)
 
     shifts = {f"severe/{k}": v for k, v in SEVERE_SHIFTS.items()}
@@ -212,7 +214,7 @@ def benchmark(run_dir: Path, args) -> dict:
         r["abstain_rate"] = float(np.mean(dec > thresholds["max_w1"]))
         result["shifts"][name] = r
         if name.startswith("severe"):
-            pooled.append(_k_step(agent, params, calib, data))
+            pooled.append(_k_step(agent, params, calib, data, s["epistemic"]))
     both = [b for b in [k_test, *pooled] if b is not None]
     joined = {k: np.concatenate([b[k] for b in both]) for k in both[0]} if both else None
     result["risk_coverage_pooled"] = _risk(joined)
