@@ -105,12 +105,12 @@ class Calibrator:
         self.started = 0  # episodes started while holding out was active
         self.calib = agent.init_calibration()
 
-    def start_episodes(self, first: np.ndarray, decision: int, *, active: bool) -> None:
+    def start_episodes(self, first: np.ndarray, *, active: bool) -> None:
         """Set the held-out flag of envs whose obs begins a new episode: every
         round(1 / holdout)-th episode started while `active` is held out (counted, not drawn,
         so even a short run with long episodes gets its share). Nothing is held out while not
         `active` (the seed phase), so training always has data to start from."""
-        del decision  # the count, saved with the checkpoint, makes resume reproduce the pattern
+        # the count (saved with the checkpoint) makes a resumed run hold out the same episodes
         period = round(1.0 / self.cfg.holdout) if self.cfg.holdout > 0 else 0
         for i in np.flatnonzero(first):
             held = False

@@ -129,7 +129,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                     }
                 )
                 emit("switch", step_no, {"world": phases[-1]["world"]})
-            calibrator.start_episodes(driver.first, decision, active=True)
+            calibrator.start_episodes(driver.first, active=True)
             action, carry, info = agent.act(
                 state, carry, driver.obs, driver.first, key=key_for(seed, "continual", decision),
                 explore=calibrator.explore, plan=tc.plan, calib=calibrator.calib,

@@ -156,7 +156,7 @@ def train(
         while env_steps < tc.steps:
             if stopped := should_stop():
                 break
-            calibrator.start_episodes(driver.first, decisions, active=pretrained)
+            calibrator.start_episodes(driver.first, active=pretrained)
             action, carry, n_abstained = _choose(
                 agent, state, carry, driver, calibrator, cfg, decisions, env_steps, emit
             )
