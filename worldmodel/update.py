@@ -35,10 +35,10 @@ class TrainState:
 class OptimConfig:
     """The `optim` config slice."""
 
-    lr: float = 3e-4
+    lr: float = 1e-3
     enc_lr_scale: float = 0.3
     grad_clip: float = 20.0
-    tau: float = 0.01
+    tau: float = 0.05
     scale_tau: float = 0.01
 
 
