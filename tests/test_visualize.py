@@ -305,3 +305,33 @@ def test_console_sink_shows_abstain_rate_and_eta():
     sink("eval", 500, {"mean": 1.0, "std": 0.5})
     sink.close()
     assert "ETA" in quiet.getvalue()
+
+
+# ----------------------------------------------------------------------------- value check
+def test_returns_to_go_by_hand():
+    from scripts.value_check import compare, returns_to_go
+
+    g = returns_to_go(np.array([1.0, 2.0, 4.0]), 0.5)
+    np.testing.assert_allclose(g, [1 + 0.5 * 2 + 0.25 * 4, 2 + 0.5 * 4, 4.0])
+    s = compare(np.array([3.0, 2.0, 1.0]), np.array([2.0, 2.0, 2.0]))
+    assert s["mean_gap"] == 0.0 and s["correlation"] is None  # constant returns: no correlation
+    assert (s["q_start"], s["q_middle"], s["q_end"]) == (3.0, 2.0, 1.0)
+
+
+def test_value_check_script_matches_the_critic(pm_run, tmp_path, capsys):
+    from scripts import value_check
+
+    out = tmp_path / "values.json"
+    assert value_check.main([str(pm_run), "--episodes", "1", "--no-plan", "--json", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("episode 0 (seed ")
+    ep = json.loads(out.read_text())["episodes"][0]
+    bundle = load_bundle(pm_run)
+    q = bundle.agent.model.q_values(
+        bundle.state.params["q"],
+        bundle.agent.model.encode(bundle.state.params, np.asarray(ep["obs"][:-1], np.float32)),
+        np.asarray(ep["action"], np.float32),
+    ).mean(axis=0)
+    np.testing.assert_allclose(ep["q"], np.asarray(q), rtol=1e-5, atol=1e-5)
+    assert len(ep["return"]) == ep["length"] == len(ep["action"])
+    assert value_check.main([str(pm_run), "--episodes", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --episodes")
