@@ -34,6 +34,7 @@ class PlannerConfig:
     uncertainty_coef: float = (
         0.0  # beta: + curiosity bonus, - pessimism (x normalised disagreement)
     )
+    greedy: str = "sample"  # action without exploration: 'sample' an elite by weight | 'best' elite | 'mean'
 
 
 def make_latent_step(model: WorldModel, ensemble: str) -> Callable:
@@ -109,6 +110,8 @@ def make_planner(model: WorldModel, cfg: PlannerConfig, *, discount: float) -> C
             f"planner needs 0 <= num_pi_trajs ({P}) < num_samples ({N}) and "
             f"0 < num_elites ({E}) <= num_samples; change planner.num_elites or planner.num_samples"
         )
+    if cfg.greedy not in ("sample", "best", "mean"):
+        raise ConfigError(f"planner.greedy must be 'sample', 'best' or 'mean', got {cfg.greedy!r}")
     value_fn = make_value_fn(model, cfg, discount)
     step_latent = make_latent_step(model, cfg.ensemble)
 
@@ -127,22 +130,38 @@ def make_planner(model: WorldModel, cfg: PlannerConfig, *, discount: float) -> C
         return jnp.swapaxes(acts, 0, 1)
 
     def plan(params, z, warm, first, *, key, explore: bool, epi_scale=None):
-        k_pi, k_iter, k_pick, k_noise = jax.random.split(key, 4)
+        k_pi, k_iter, k_pick = jax.random.split(key, 3)
         pi_acts = prior_trajs(params, z, k_pi) if P else jnp.zeros((0, H, A))
         mean = jnp.where(first, 0.0, jnp.concatenate([warm[1:], jnp.zeros((1, A))]))
         zN = jnp.broadcast_to(z, (N, z.shape[-1]))
         score_fn = lambda acts, k: value_fn(params, zN, acts, key=k, epi_scale=epi_scale)  # noqa: E731
         mean, std, elite_a, weights, best = mppi(score_fn, mean, pi_acts, cfg, key=k_iter)
-        if explore:  # sample an elite by its weight, then perturb by the final std (TD-MPC2)
-            chosen = elite_a[jax.random.categorical(k_pick, jnp.log(weights))]
-            action = chosen[0] + std[0] * jax.random.normal(k_noise, (A,))
-        else:  # greedy: the weighted mean of the elites, no sampling noise
-            action = mean[0]
+        action = select_action(mean, std, elite_a, weights, cfg.greedy, key=k_pick, explore=explore)
         action = jnp.clip(action, -1.0, 1.0)
         info = {"plan_value": best, "plan_std": std[0].mean()}
         return action, mean, info
 
     return plan
+
+
+def select_action(mean, std, elite_a, weights, greedy: str, *, key, explore: bool) -> jax.Array:
+    """The first action (A,) to execute from MPPI's result: mean/std (H, A), elites (E, H, A) with
+    weights (E,).
+
+    An elite is drawn by its weight (TD-MPC2); exploring adds noise of the final std. Without
+    exploration, `greedy` picks: 'sample' that drawn elite, 'best' the top-weighted elite, 'mean'
+    the elites' weighted mean -- which, where good plans are multimodal (balance a pole by
+    pushing left or right), averages them into a plan that is neither.
+    """
+    k_pick, k_noise = jax.random.split(key)
+    chosen = elite_a[jax.random.categorical(k_pick, jnp.log(weights))][0]
+    if explore:
+        return chosen + std[0] * jax.random.normal(k_noise, chosen.shape)
+    if greedy == "sample":
+        return chosen
+    if greedy == "best":
+        return elite_a[jnp.argmax(weights)][0]
+    return mean[0]
 
 
 def mppi(score_fn: Callable, mean: jax.Array, fixed: jax.Array, cfg: PlannerConfig, *, key):

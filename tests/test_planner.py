@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.planner import PlannerConfig, make_planner, make_value_fn, mppi
+from agents.planner import PlannerConfig, make_planner, make_value_fn, mppi, select_action
 from worldmodel.errors import ConfigError
 
 DISCOUNT = 0.9
@@ -90,7 +90,8 @@ def test_value_fn_rejects_unknown_ensemble_mode(world):
 
 def test_plan_bounds_warm_start_and_first(world, tiny):
     model, params = world
-    cfg = dataclasses.replace(PlannerConfig(**tiny.sections["planner"]), iterations=3)
+    cfg = PlannerConfig(**tiny.sections["planner"])
+    cfg = dataclasses.replace(cfg, iterations=3, greedy="mean")
     H, A = cfg.horizon, model.act_dim
     plan = jax.jit(make_planner(model, cfg, discount=DISCOUNT), static_argnames="explore")
     z = jax.jit(model.encode)(params, jnp.array([0.3, -0.1, 0.5]))
@@ -116,3 +117,25 @@ def test_plan_bounds_warm_start_and_first(world, tiny):
     b3, n3, _ = plan(params, z, warm3, False, key=key, explore=False)
     np.testing.assert_array_equal(b1, b3)
     np.testing.assert_array_equal(n1, n3)
+
+
+def test_select_action_on_two_equally_good_modes():
+    # Half the elites push left (-0.8), half right (+0.8), equal weights: the mean is 0, a plan
+    # no elite proposed; 'sample' and 'best' return one of the modes, 'best' the top weight.
+    elites = jnp.concatenate([jnp.full((4, 2, 1), -0.8), jnp.full((4, 2, 1), 0.8)])
+    weights = jnp.full((8,), 1 / 8)
+    mean = jnp.einsum("e,eha->ha", weights, elites)
+    std = jnp.full((2, 1), 0.3)
+    key = jax.random.key(0)
+    pick = lambda greedy, w=weights, explore=False, k=key: select_action(  # noqa: E731
+        mean, std, elites, w, greedy, key=k, explore=explore
+    )
+    np.testing.assert_allclose(pick("mean"), [0.0], atol=1e-7)
+    draws = {round(float(pick("sample", k=jax.random.key(i))[0]), 6) for i in range(20)}
+    assert draws == {-0.8, 0.8}  # each mode, never their average
+    assert float(pick("best", w=weights.at[5].set(0.3))[0]) == pytest.approx(0.8)
+    assert float(pick("best", w=weights.at[1].set(0.3))[0]) == pytest.approx(-0.8)
+    # exploring: the drawn elite plus noise of the final std
+    noisy = np.array([float(pick("sample", explore=True, k=jax.random.key(i))[0]) for i in range(200)])
+    assert np.all(np.abs(np.abs(noisy) - 0.8) < 5 * 0.3) and 0.1 < noisy.std() < 1.0
+    assert (noisy > 0).mean() == pytest.approx(0.5, abs=0.15)
