@@ -34,7 +34,9 @@ class PlannerConfig:
     uncertainty_coef: float = (
         0.0  # beta: + curiosity bonus, - pessimism (x normalised disagreement)
     )
-    greedy: str = "sample"  # action without exploration: 'sample' an elite by weight | 'best' elite | 'mean'
+    greedy: str = (
+        "sample"  # action without exploration: 'sample' an elite by weight | 'best' elite | 'mean'
+    )
 
 
 def make_latent_step(model: WorldModel, ensemble: str) -> Callable:

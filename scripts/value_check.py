@@ -82,12 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     try:
         for i in range(args.episodes):
-            ep = greedy_episode(bundle.agent, bundle.state, env, seed=seed0 + i, plan=not args.no_plan)
+            ep = greedy_episode(
+                bundle.agent, bundle.state, env, seed=seed0 + i, plan=not args.no_plan
+            )
             q = critic_values(bundle.agent.model, bundle.state.params, ep["obs"][:-1], ep["action"])
             g = returns_to_go(np.asarray(ep["reward"]), discount)
             summary = compare(q, g)
             raw = ep["length"] * cfg.env.action_repeat
-            ended = "cut by the time limit" if raw >= (_limit(env) or np.inf) else "ended (terminal)"
+            ended = (
+                "cut by the time limit" if raw >= (_limit(env) or np.inf) else "ended (terminal)"
+            )
             print(
                 f"episode {i} (seed {seed0 + i}): {summary['length']} steps, {ended}; "
                 f"Q vs return  start {summary['q_start']:.1f}/{summary['return_start']:.1f}  "

@@ -136,6 +136,8 @@ def test_select_action_on_two_equally_good_modes():
     assert float(pick("best", w=weights.at[5].set(0.3))[0]) == pytest.approx(0.8)
     assert float(pick("best", w=weights.at[1].set(0.3))[0]) == pytest.approx(-0.8)
     # exploring: the drawn elite plus noise of the final std
-    noisy = np.array([float(pick("sample", explore=True, k=jax.random.key(i))[0]) for i in range(200)])
+    noisy = np.array(
+        [float(pick("sample", explore=True, k=jax.random.key(i))[0]) for i in range(200)]
+    )
     assert np.all(np.abs(np.abs(noisy) - 0.8) < 5 * 0.3) and 0.1 < noisy.std() < 1.0
     assert (noisy > 0).mean() == pytest.approx(0.5, abs=0.15)
