@@ -155,15 +155,15 @@ def select_action(mean, std, elite_a, weights, greedy: str, *, key, explore: boo
     the elites' weighted mean -- which, where good plans are multimodal (balance a pole by
     pushing left or right), averages them into a plan that is neither.
     """
+    if not explore and greedy == "best":
+        return elite_a[jnp.argmax(weights)][0]
+    if not explore and greedy == "mean":
+        return mean[0]
     k_pick, k_noise = jax.random.split(key)
     chosen = elite_a[jax.random.categorical(k_pick, jnp.log(weights))][0]
     if explore:
         return chosen + std[0] * jax.random.normal(k_noise, chosen.shape)
-    if greedy == "sample":
-        return chosen
-    if greedy == "best":
-        return elite_a[jnp.argmax(weights)][0]
-    return mean[0]
+    return chosen
 
 
 def mppi(score_fn: Callable, mean: jax.Array, fixed: jax.Array, cfg: PlannerConfig, *, key):
