@@ -29,7 +29,7 @@ class PlannerConfig:
     min_std: float = 0.05
     max_std: float = 2.0
     ensemble: str = (
-        "split"  # 'split': row blocks dealt to heads; 'random': one head per iteration; 'mean'
+        "random"  # 'random': one head per iteration; 'split': row blocks dealt to heads; 'mean'
     )
     uncertainty_coef: float = (
         0.0  # beta: + curiosity bonus, - pessimism (x normalised disagreement)
@@ -37,15 +37,19 @@ class PlannerConfig:
     greedy: str = (
         "sample"  # action without exploration: 'sample' an elite by weight | 'best' elite | 'mean'
     )
+    value: str = "mean"  # terminal value from the critics: 'mean' | 'min' (pessimistic)
 
 
 def make_latent_step(model: WorldModel, ensemble: str) -> Callable:
     """step(params, z (N, L), a (N, A), head) -> next z (N, L) as the planner imagines it.
 
-    'random': every row steps with dynamics head `head` (drawn per MPPI iteration by the caller):
-    candidates within an iteration are compared under one belief, iterations see different
-    heads, and a step costs one head. 'split': row blocks are dealt to the K heads (cheap, but
-    candidates are then judged by different heads). 'mean': the heads' average (K times the cost).
+    'random' (default): every row steps with dynamics head `head` (drawn per MPPI iteration by the
+    caller): candidates within an iteration are compared under one belief, iterations see
+    different heads, and a step costs one head. 'split': row blocks are dealt to the K heads, as
+    cheap, but candidates are then judged by different heads and the top ranks go to plans dealt
+    the most optimistic head (winner's curse: a solved InvertedPendulum agent scored 76 under
+    'split', 1000 under 'random' and 'mean'; BENCHMARKS.md). 'mean': the heads' average (K times
+    the cost).
     """
     K = model.num_heads
     if ensemble not in ("random", "split", "mean"):
@@ -70,13 +74,17 @@ def make_latent_step(model: WorldModel, ensemble: str) -> Callable:
 def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Callable:
     """value(params, z (N, L), actions (N, H, A), *, key, epi_scale) -> (N,) imagined return.
 
-    G = sum_t gamma^t alive_t (r_t + beta u_t) + gamma^H alive_H Q(z_H, pi(z_H)),
+    G = sum_t gamma^t alive_t (r_t + beta u_t) + gamma^H alive_H Q(z_H, pi(z_H)), Q the critics'
+    mean or (planner.value = 'min') their minimum,
     alive_t = prod (1 - p_term), u_t = mean_d Var_k[f_k(z_t, a_t)_d] / epi_scale_d the normalised
     disagreement (computed only when beta = planner.uncertainty_coef != 0: it costs all K heads
     per step). Latents step with `make_latent_step(model, cfg.ensemble)`.
     """
     step_latent = make_latent_step(model, cfg.ensemble)
     beta = cfg.uncertainty_coef
+    if cfg.value not in ("mean", "min"):
+        raise ConfigError(f"planner.value must be 'mean' or 'min', got {cfg.value!r}")
+    reduce_q = jnp.min if cfg.value == "min" else jnp.mean
 
     def value(params, z, actions, *, key, epi_scale=None):
         key_head, key = jax.random.split(key)
@@ -97,7 +105,7 @@ def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Cal
         init = (z, jnp.zeros(N), jnp.ones(()), jnp.ones(N))
         (z, ret, disc, alive), _ = jax.lax.scan(body, init, jnp.swapaxes(actions, 0, 1))
         a_last, _, _ = model.pi(params, z, key=key)
-        q = model.q_values(params["q"], z, a_last).mean(axis=0)
+        q = reduce_q(model.q_values(params["q"], z, a_last), axis=0)
         return ret + disc * alive * q
 
     return value

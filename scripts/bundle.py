@@ -191,16 +191,34 @@ def _load_exported(path: Path) -> Bundle:
     )
 
 
-def load_bundle(path: Path, *, step: int | None = None, obs_limit: int = 20000) -> Bundle:
+# Config sections that may change after training: they shape acting, not the trained parameters.
+ACTING_SECTIONS = ("planner", "abstain")
+
+
+def with_overrides(bundle: Bundle, overrides) -> Bundle:
+    """`bundle` acting under dotted overrides of the ACTING_SECTIONS (`planner.value=min`): the
+    same parameters, a rebuilt agent. Any other key is a one-line ConfigError."""
+    if not overrides:
+        return bundle
+    from worldmodel.config import apply_overrides
+
+    cfg = apply_overrides(bundle.cfg, list(overrides), sections=ACTING_SECTIONS)
+    return dataclasses.replace(bundle, cfg=cfg, agent=agent_for_config(cfg))
+
+
+def load_bundle(
+    path: Path, *, step: int | None = None, obs_limit: int = 20000, overrides=()
+) -> Bundle:
     """Load an exported bundle (folder with params.npz) or a run folder (checkpoint `step`,
-    default newest; up to `obs_limit` replay observations are kept as `obs_sample`)."""
+    default newest; up to `obs_limit` replay observations are kept as `obs_sample`), acting
+    under `overrides` (dotted `planner.*` / `abstain.*` keys, see `with_overrides`)."""
     path = Path(path)
     if (path / "params.npz").is_file():
         if step is not None:
             raise UserError(f"{path} is an exported bundle: it has one step, drop --step")
-        return _load_exported(path)
+        return with_overrides(_load_exported(path), overrides)
     agent, state, cfg, meta, replay = load_run(path, step=step)
-    return Bundle(
+    bundle = Bundle(
         agent=agent,
         state=state,
         cfg=cfg,
@@ -209,6 +227,7 @@ def load_bundle(path: Path, *, step: int | None = None, obs_limit: int = 20000) 
         obs_sample=replay_observations(replay, limit=obs_limit, seed=cfg.seed),
         source="run",
     )
+    return with_overrides(bundle, overrides)
 
 
 def export_bundle(

@@ -1,5 +1,8 @@
-"""Evaluate a trained run: `python -m scripts.evaluate RUN_DIR [--episodes N] [--seed S] [--no-plan]
-[--video PATH.mp4] [--summary PATH.json]`.
+"""Evaluate a trained run: `python -m scripts.evaluate RUN_DIR [planner.KEY=V ...] [--episodes N]
+[--seed S] [--no-plan] [--video PATH.mp4] [--summary PATH.json]`.
+
+Dotted `planner.*` / `abstain.*` overrides change how the trained agent acts (e.g.
+`planner.value=min`, `planner.horizon=5`); the model's keys are fixed by its parameters.
 
 Loads RUN_DIR/config.yaml and the newest checkpoint (or --step), or an exported bundle (see
 scripts.export), runs N greedy episodes on seeds never used in training (default: the ones
@@ -57,6 +60,9 @@ def _record_video(bundle, args, seed: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument(
+        "overrides", nargs="*", help="planner.*/abstain.* overrides, e.g. planner.value=min"
+    )
     parser.add_argument("--episodes", type=int, default=None, help="default: eval.episodes")
     parser.add_argument("--seed", type=int, default=None, help="default: seed + eval.seed_offset")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default newest)")
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from worldmodel.errors import UserError
 
     try:
-        bundle = load_bundle(args.run_dir, step=args.step)
+        bundle = load_bundle(args.run_dir, step=args.step, overrides=args.overrides)
         cfg = bundle.cfg
         episodes = args.episodes or cfg.eval.episodes
         seed = cfg.seed + cfg.eval.seed_offset if args.seed is None else args.seed
@@ -105,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint_step": step,
         "seed": seed,
         "plan": not args.no_plan,
+        "overrides": args.overrides,
         **result,
     }
     out = args.run_dir / f"eval-{step}.json"
@@ -129,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             "lengths": result["lengths"],
             "seeds": list(range(seed, seed + episodes)),
             "plan": not args.no_plan,
+            "overrides": args.overrides,
             "command": command,
             "video": video,
         }

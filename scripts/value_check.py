@@ -53,6 +53,9 @@ def compare(q: np.ndarray, g: np.ndarray) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument(
+        "overrides", nargs="*", help="planner.*/abstain.* overrides, e.g. planner.value=min"
+    )
     parser.add_argument("--episodes", type=int, default=3)
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default newest)")
     parser.add_argument("--no-plan", action="store_true", help="act with the policy prior only")
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.episodes < 1:
             raise UserError(f"--episodes must be >= 1, got {args.episodes}")
-        bundle = load_bundle(args.run_dir, step=args.step)
+        bundle = load_bundle(args.run_dir, step=args.step, overrides=args.overrides)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -369,6 +369,22 @@ def load_config(
     return Config(data, _schema=defaults)
 
 
+def apply_overrides(cfg: Config, args: Sequence[str], *, sections: Sequence[str] = ()) -> Config:
+    """`cfg` with dotted overrides (`planner.horizon=5`, value parsed as YAML) applied; when
+    `sections` is given, a key outside them is an error (e.g. evaluation may change the planner
+    but not the model whose parameters were trained)."""
+    if cfg._schema is None:
+        raise TypeError("apply_overrides() needs a root Config from load_config or config_from_file")
+    data = cfg.to_dict()
+    for arg in args:
+        if sections and arg.partition("=")[0].strip().split(".")[0] not in sections:
+            raise _fail(
+                f"override {arg!r} cannot be changed here: only {', '.join(sections)} keys can"
+            )
+        data = _merge(data, _parse_override(arg), schema=cfg._schema, source=f"override {arg!r}")
+    return Config(data, _schema=cfg._schema)
+
+
 def config_from_file(
     path: str | os.PathLike, *, configs_dir: str | os.PathLike = CONFIGS_DIR
 ) -> Config:
