@@ -374,7 +374,9 @@ def apply_overrides(cfg: Config, args: Sequence[str], *, sections: Sequence[str]
     `sections` is given, a key outside them is an error (e.g. evaluation may change the planner
     but not the model whose parameters were trained)."""
     if cfg._schema is None:
-        raise TypeError("apply_overrides() needs a root Config from load_config or config_from_file")
+        raise TypeError(
+            "apply_overrides() needs a root Config from load_config or config_from_file"
+        )
     data = cfg.to_dict()
     for arg in args:
         if sections and arg.partition("=")[0].strip().split(".")[0] not in sections:
