@@ -335,3 +335,26 @@ def test_value_check_script_matches_the_critic(pm_run, tmp_path, capsys):
     assert len(ep["return"]) == ep["length"] == len(ep["action"])
     assert value_check.main([str(pm_run), "--episodes", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: --episodes")
+
+
+def test_planner_ablation_acts_under_each_variant(pm_run, tmp_path, capsys):
+    """Variants change how the same parameters act; the model's keys cannot be overridden."""
+    from scripts import planner_ablation
+
+    out = tmp_path / "ablation.json"
+    argv = [str(pm_run), "--variants", "", "planner.ensemble=split planner.horizon=2"]
+    assert (
+        planner_ablation.main([*argv, "--no-plan-too", "--episodes", "2", "--out", str(out)]) == 0
+    )
+    rows = json.loads(out.read_text())["variants"]
+    assert [r["plan"] for r in rows] == [True, True, False]
+    assert rows[0]["planner"] == load_bundle(pm_run).cfg.section("planner")
+    assert rows[1]["planner"]["ensemble"] == "split" and rows[1]["planner"]["horizon"] == 2
+    assert all(len(r["returns"]) == 2 for r in rows)
+    capsys.readouterr()
+    bad = [str(pm_run), "--variants", "model.latent_dim=8", "--out", str(tmp_path / "x.json")]
+    assert planner_ablation.main(bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.latent_dim" in err[0] and "planner" in err[0]
+    assert evaluate_script.main([str(pm_run), "planner.horizon=0.5", "--episodes", "1"]) == 2
+    assert "planner.horizon" in capsys.readouterr().err
