@@ -1,9 +1,12 @@
 """Learning benchmark: train TASK for each seed, keep the evaluation curve and timings as JSON.
 
-`python -m scripts.benchmark_learning TASK --seeds 0 1 [key=value ...]`
+`python -m scripts.benchmark_learning TASK [key=value ...] --seeds 0 1 [--runs DIR ...]`
 Runs `scripts.train` in-process per seed (run folders under runs/bench/), then writes
 scripts/results/learning_<task>.json with every seed's curve (per-episode eval returns), wall-clock,
-env steps/s, the machine and the exact command. `--out` changes the file.
+env steps/s, the machine and the exact command. `--out` changes the file. `--runs` (one folder per
+seed) continues existing run folders instead: a benchmark stopped by SIGTERM/SIGINT (which
+checkpoints) resumes where it stopped. Each run records `complete` (reached train.steps) and
+`env_steps` (the last logged step): a stopped run's curve is partial and says so.
 """
 
 from __future__ import annotations
@@ -16,15 +19,17 @@ import time
 from pathlib import Path
 
 
-def _curve(metrics_path: Path) -> tuple[list[dict], list[float]]:
-    evals, sps = [], []
+def _curve(metrics_path: Path) -> tuple[list[dict], list[float], int]:
+    """(eval records, train steps/s, last logged env step) of a run's metrics.jsonl."""
+    evals, sps, last = [], [], 0
     for line in metrics_path.read_text().splitlines():
         record = json.loads(line)
+        last = max(last, int(record.get("env_step", 0)))
         if record["kind"] == "eval":
             evals.append({k: record[k] for k in ("env_step", "mean", "std", "returns", "lengths")})
         elif record["kind"] == "train":
             sps.append(record["sps"])
-    return evals, sps
+    return evals, sps, last
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,17 +37,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("task", help="task overlay name, e.g. halfcheetah")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--runs", type=Path, nargs="+", default=None, help="resume these folders")
     parser.add_argument("overrides", nargs="*", help="extra overlays or key=value overrides")
     args = parser.parse_intermixed_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     from scripts import train as train_script
     from scripts.machine import machine_info, write_result
+    from worldmodel.config import config_from_file
 
     out = args.out or Path(__file__).parent / "results" / f"learning_{args.task}.json"
+    if args.runs is not None and len(args.runs) != len(args.seeds):
+        print(f"error: --runs needs one folder per seed ({len(args.seeds)})", file=sys.stderr)
+        return 2
     runs = []
-    for seed in args.seeds:
+    for i, seed in enumerate(args.seeds):
         run_dir = (
-            Path("runs") / "bench" / args.task / f"seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+            args.runs[i]
+            if args.runs is not None
+            else Path("runs") / "bench" / args.task / f"seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
         start = time.perf_counter()
         code = train_script.main(
@@ -50,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         if code:
             return code
-        evals, sps = _curve(run_dir / "metrics.jsonl")
+        evals, sps, last = _curve(run_dir / "metrics.jsonl")
+        steps = config_from_file(run_dir / "config.yaml").train.steps
         runs.append(
             {
                 "seed": seed,
+                "complete": last >= steps,
+                "env_steps": last,
                 "run_dir": str(run_dir),
                 "wall_clock_s": time.perf_counter() - start,
                 "train_sps_median": sorted(sps)[len(sps) // 2] if sps else None,

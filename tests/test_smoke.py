@@ -78,3 +78,21 @@ def test_evaluate_missing_run_dir(tmp_path, capsys):
     capsys.readouterr()
     assert evaluate_script.main([str(tmp_path / "nope")]) == 2
     assert "config.yaml" in _one_error_line(capsys)
+
+
+def test_benchmark_learning_records_and_resumes(tmp_path):
+    """A benchmark's raw JSON says whether each run reached train.steps; --runs continues one."""
+    from scripts import benchmark_learning
+
+    run, out = tmp_path / "run", tmp_path / "bench.json"
+    args = ["debug", "--seeds", "3", "--runs", str(run), "--out", str(out)]
+    assert benchmark_learning.main([*args, "train.steps=150"]) == 0
+    first = json.loads(out.read_text())["runs"][0]
+    assert first["seed"] == 3 and first["complete"] and first["env_steps"] == 150
+    assert [e["env_step"] for e in first["evals"]] == [150]
+    assert benchmark_learning.main(args) == 0  # debug's own train.steps = 300: resumed to it
+    again = json.loads(out.read_text())["runs"][0]
+    assert again["complete"] and again["env_steps"] == 300
+    assert [e["env_step"] for e in again["evals"]] == [150, 300]
+    assert all(len(e["returns"]) == 2 for e in again["evals"])
+    assert benchmark_learning.main(["debug", "--seeds", "0", "1", "--runs", str(run)]) == 2
