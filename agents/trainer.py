@@ -90,6 +90,7 @@ def train(
         action_repeat=env_cfg.action_repeat,
         max_episode_steps=env_cfg.max_episode_steps,
         shift=shift,
+        backend=env_cfg.backend,
     )
     driver = Driver(env)
     agent = make_agent(

@@ -15,7 +15,9 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import RescaleAction, TransformObservation
 
 from envs.shifts import ShiftSpec, ShiftWrapper, parse_shift
-from worldmodel.errors import EnvError
+from worldmodel.errors import ConfigError, EnvError
+
+BACKENDS = ("gymnasium", "mjx")
 
 
 class ActionRepeat(gym.Wrapper):
@@ -128,6 +130,7 @@ def make_env(
     max_episode_steps: int | None = None,
     shift: ShiftSpec | dict | None = None,
     shift_seed: int = 0,
+    backend: str = "gymnasium",
 ) -> gym.vector.VectorEnv:
     """A seeded SyncVectorEnv of `num_envs` copies of `env_id`.
 
@@ -137,7 +140,12 @@ def make_env(
     observation and `info["final_obs"][i]` holds the true final one. Env i is seeded with
     `seed + i` (gymnasium's convention); later resets continue that stream. `shift`: see
     make_single_env; env i's ShiftWrapper gets noise seed `shift_seed + i`.
+
+    `backend="mjx"`: `num_envs` MJX worlds stepped by one jitted call (envs.mjx_env, same
+    interface and conventions, HalfCheetah-v5 and InvertedPendulum-v5 only, no shifts).
     """
+    if backend not in BACKENDS:
+        raise ConfigError(f"env.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     for name, value in (("num_envs", num_envs), ("action_repeat", action_repeat)):
         if not isinstance(value, int) or value < 1:
             raise EnvError(f"{name} must be a positive integer, got {value!r}")
@@ -145,6 +153,20 @@ def make_env(
         not isinstance(max_episode_steps, int) or max_episode_steps < 1
     ):
         raise EnvError(f"max_episode_steps must be a positive integer, got {max_episode_steps!r}")
+    if backend == "mjx":
+        from envs.mjx_env import MjxVectorEnv
+
+        if parse_shift(shift) is not None:
+            raise EnvError(
+                "shifts are not supported on the mjx backend (use env.backend=gymnasium)"
+            )
+        return MjxVectorEnv(
+            env_id,
+            num_envs=num_envs,
+            seed=seed,
+            action_repeat=action_repeat,
+            max_episode_steps=max_episode_steps,
+        )
     make = functools.partial(
         make_single_env,
         env_id,
