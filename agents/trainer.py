@@ -11,6 +11,13 @@ Resume is exact: every checkpoint is an episode boundary (the envs are reset wit
 by the step right after each save, as on resume), so a run killed and resumed from its newest
 checkpoint reproduces the uninterrupted run bit for bit on CPU. A stop request (`should_stop`,
 polled once per iteration) saves a checkpoint at the current step and returns.
+
+Several processes (jax.distributed, see agents.hosts): each has its own envs, replay and
+calibration and draws from its own streams; `train.steps` and the counters are per-process env
+steps (all processes step in lockstep). The update is data-parallel over all processes' devices
+on the global batch `train.batch_size` (each process samples its share); the state stays
+replicated, so every process acts with the same params. Only process 0 evaluates; the stop
+flag is agreed each iteration; checkpoints hold each process's replay (worldmodel.checkpoint).
 """
 
 from __future__ import annotations
@@ -27,13 +34,14 @@ from agents.calibration import Calibrator
 from agents.config_checks import check_training_config
 from agents.divergence import check_finite
 from agents.evaluation import evaluate
+from agents.hosts import Host
 from agents.replay import Replay
 from envs import Driver, make_env
 from envs.shifts import parse_shift
 from worldmodel.checkpoint import Checkpointer
 from worldmodel.config import Config
 from worldmodel.rng import key_for, np_rng
-from worldmodel.sharding import make_mesh, make_sharded_update, place_state
+from worldmodel.sharding import local_replica, make_mesh, make_sharded_update, place_state
 from worldmodel.uncertainty import Calibration
 
 Emit = Callable[[str, int, dict], None]
@@ -44,18 +52,18 @@ def _crossed(before: int, after: int, every: int) -> bool:
     return every > 0 and after // every > before // every
 
 
-def _choose(agent, state, carry, driver, calibrator, cfg, decisions, env_steps, emit):
+def _choose(agent, state, carry, driver, calibrator, cfg, host, decisions, env_steps, emit):
     """(actions (N, A), carry, number abstained): uniform random in the seed phase, else the agent."""
     seed, n = cfg.seed, cfg.env.num_envs
     if env_steps < cfg.train.seed_steps:
-        rng = np_rng(seed, "seed_action", decisions)
+        rng = np_rng(seed, host.stream("seed_action"), decisions)
         return rng.uniform(-1, 1, (n, driver.act_dim)).astype(np.float32), carry, 0
     action, carry, info = agent.act(
         state,
         carry,
         driver.obs,
         driver.first,
-        key=key_for(seed, "act", decisions),
+        key=key_for(seed, host.stream("act"), decisions),
         explore=calibrator.explore,
         plan=cfg.train.plan,
         calib=calibrator.calib,
@@ -68,8 +76,14 @@ def _choose(agent, state, carry, driver, calibrator, cfg, decisions, env_steps, 
     return action, carry, len(where)
 
 
-def _reset_seed(seed: int, env_steps: int) -> int:
-    return int(np_rng(seed, "reset", env_steps).integers(2**31))
+def _local_params(state):
+    """`state` with this process's own copy of the params (for acting; `state` itself with one
+    process). Shares buffers with `state`: rebuilt after every update, which donates them."""
+    return state if jax.process_count() == 1 else state.replace(params=local_replica(state.params))
+
+
+def _reset_seed(seed: int, host: Host, env_steps: int) -> int:
+    return int(np_rng(seed, host.stream("reset"), env_steps).integers(2**31))
 
 
 def train(
@@ -81,12 +95,14 @@ def train(
     Raises TrainingDiverged (nothing saved) on a non-finite loss.
     """
     check_training_config(cfg)
-    seed, tc, env_cfg = cfg.seed, cfg.train, cfg.env
+    seed, tc, env_cfg, host = cfg.seed, cfg.train, cfg.env, Host.current()
+    local_batch = host.local_batch(tc.batch_size)
     shift = parse_shift(cfg.section("shift"))
+    mesh = make_mesh(data=host.mesh_data(cfg.mesh.data), model=cfg.mesh.model)  # 1 x 1: one device
     env = make_env(
         env_cfg.id,
         num_envs=env_cfg.num_envs,
-        seed=seed,
+        seed=host.env_seed(seed),
         action_repeat=env_cfg.action_repeat,
         max_episode_steps=env_cfg.max_episode_steps,
         shift=shift,
@@ -103,9 +119,11 @@ def train(
         abstain=cfg.section("abstain"),
     )
     calibrator = Calibrator(agent, agent.abstain_cfg, seed=seed, num_envs=env_cfg.num_envs)
+    calibrator.calib = host.calibration(agent, calibrator.calib)
     replay = Replay(tc.replay_capacity, driver.obs_dim, driver.act_dim, env_cfg.num_envs)
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
-    state = agent.init(key=key_for(seed, "init", 0))
+    state = agent.init(key=key_for(seed, "init", 0))  # the same on every process
+    state = place_state(state, mesh, shard_ensemble=cfg.mesh.shard_ensemble)
     env_steps = updates = decisions = 0
     warn = lambda message: emit("warning", env_steps, {"message": message})  # noqa: E731
     found = ckpt.restore_latest(state, warn=warn) if cfg.resume else None
@@ -116,20 +134,19 @@ def train(
         calibrator.calib = Calibration.from_json(meta["calibration"])
         calibrator.started = meta.get("holdout_started", 0)
         emit("resume", env_steps, {"updates": updates})
-    mesh = make_mesh(data=cfg.mesh.data, model=cfg.mesh.model)  # 1 x 1: one device
-    state = place_state(state, mesh, shard_ensemble=cfg.mesh.shard_ensemble)
     update = make_sharded_update(agent.update, mesh)
+    acting = _local_params(state)  # this process's params (the state itself with one process)
     driver.env_steps = env_steps
-    driver.reset(seed=_reset_seed(seed, env_steps))
-    carry = agent.init_carry(env_cfg.num_envs, like=state)
+    driver.reset(seed=_reset_seed(seed, host, env_steps))
+    carry = agent.init_carry(env_cfg.num_envs, like=acting)
     metrics, pretrained, last_eval = None, env_steps >= tc.seed_steps, {}
-    abstained = 0
+    abstained, saved = 0, {env_steps} if found is not None else set()
 
     def run_eval(step: int) -> dict:
         nonlocal last_eval
         ev, e = cfg.eval, env_cfg
         result = {"step": step} | evaluate(
-            agent, state, env_id=e.id, episodes=ev.episodes, seed=seed + ev.seed_offset,
+            agent, acting, env_id=e.id, episodes=ev.episodes, seed=seed + ev.seed_offset,
             plan=ev.plan, action_repeat=e.action_repeat, max_episode_steps=e.max_episode_steps,
             calib=calibrator.calib, shift=shift,
         )  # fmt: skip
@@ -138,13 +155,15 @@ def train(
         return result
 
     def recalibrate(step: int) -> None:
-        result = calibrator.recalibrate(state.params, replay, np_rng(seed, "calibrate", step))
+        rng = np_rng(seed, host.stream("calibrate"), step)
+        result = calibrator.recalibrate(acting.params, replay, rng)
         if result is not None:
             emit("calibration", step, result)
 
     def save(step: int) -> None:
-        if step in ckpt.all_steps():
+        if step in saved or host.any(step in ckpt.all_steps()):  # agreed: saving is collective
             return
+        saved.add(step)
         meta = {"env_steps": step, "updates": updates, "decisions": decisions}
         meta["calibration"] = calibrator.calib.to_json()
         meta["holdout_started"] = calibrator.started
@@ -155,11 +174,11 @@ def train(
     tick, tick_steps, stopped = time.perf_counter(), env_steps, False
     try:
         while env_steps < tc.steps:
-            if stopped := should_stop():
+            if stopped := host.any(should_stop()):
                 break
             calibrator.start_episodes(driver.first, active=pretrained)
             action, carry, n_abstained = _choose(
-                agent, state, carry, driver, calibrator, cfg, decisions, env_steps, emit
+                agent, acting, carry, driver, calibrator, cfg, host, decisions, env_steps, emit
             )
             abstained += n_abstained
             step = driver.step(action)
@@ -173,11 +192,11 @@ def train(
                 n = tc.updates_per_step if pretrained else max(tc.seed_steps, 1)
                 pretrained = True
                 for _ in range(n):
-                    batch = replay.sample(
-                        tc.batch_size, tc.horizon, np_rng(seed, "replay", updates)
-                    )
+                    rng = np_rng(seed, host.stream("replay"), updates)
+                    batch = replay.sample(local_batch, tc.horizon, rng)
                     state, metrics = update(state, batch, key=key_for(seed, "update", updates))
                     updates += 1
+                acting = _local_params(state)
             if _crossed(before, env_steps, cfg.log.every) and metrics is not None:
                 now = time.perf_counter()
                 data = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -188,13 +207,13 @@ def train(
                 emit("train", env_steps, data)
             if pretrained and calibrator.due(before, env_steps):
                 recalibrate(env_steps)
-            if _crossed(before, env_steps, cfg.eval.every):
+            if _crossed(before, env_steps, cfg.eval.every) and host.main:
                 run_eval(env_steps)
                 tick, tick_steps = time.perf_counter(), env_steps
             if _crossed(before, env_steps, cfg.checkpoint.every):
                 save(env_steps)
-                driver.reset(seed=_reset_seed(seed, env_steps))  # as a resume here would
-                carry = agent.init_carry(env_cfg.num_envs, like=state)
+                driver.reset(seed=_reset_seed(seed, host, env_steps))  # as a resume here would
+                carry = agent.init_carry(env_cfg.num_envs, like=acting)
                 tick, tick_steps = time.perf_counter(), env_steps
     finally:
         env.close()
@@ -204,6 +223,6 @@ def train(
     if pretrained:
         recalibrate(env_steps)
     save(env_steps)
-    if cfg.eval.every > 0 and last_eval.get("step") != env_steps:
+    if cfg.eval.every > 0 and last_eval.get("step") != env_steps and host.main:
         run_eval(env_steps)
     return last_eval

@@ -5,6 +5,10 @@ dotted keys (e.g. `train.steps=20000 seed=1`). The run folder gets config.yaml, 
 checkpoints/ and, with log.tensorboard=true, tensorboard/ (event files); an existing run folder
 is resumed. SIGTERM/SIGINT (e.g. cluster preemption) saves a checkpoint at the next safe point
 and exits 0; rerunning the same command resumes.
+
+Launched as several processes (SLURM tasks, TPU VM workers, or JAX_COORDINATOR_ADDRESS /
+JAX_NUM_PROCESSES / JAX_PROCESS_ID), all of them train together on one run folder (a shared
+filesystem); only process 0 writes config.yaml, metrics.jsonl, tensorboard/ and the console.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ USAGE = __doc__.strip().splitlines()[0]
 
 
 def _run_dir(cfg) -> Path:
+    from worldmodel.distributed import allgather_json
+
     if cfg.run_dir:
         return Path(cfg.run_dir)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = allgather_json(time.strftime("%Y%m%d-%H%M%S"))[0]  # process 0's, on every process
     return Path("runs") / cfg.env.id.replace("/", "_") / f"seed{cfg.seed}-{stamp}"
 
 
@@ -54,28 +60,33 @@ def main(argv: list[str] | None = None) -> int:
     from scripts.runtime import prepare_run_dir, repair_jsonl
     from scripts.sinks import ConsoleSink, JsonlSink, TensorBoardSink
     from worldmodel.config import load_config, save_config
+    from worldmodel.distributed import any_process, init_distributed, is_main_process
     from worldmodel.errors import UserError
 
     stop = StopRequest()
     restore_signals = stop.install()
     try:
+        init_distributed()  # before any other JAX call; a no-op for a single process
+        main = is_main_process()
         cfg = load_config(args)
         run_dir = _run_dir(cfg)
         prepare_run_dir(run_dir)  # a file in the way is a one-line error
-        _keep_previous_config(run_dir / "config.yaml", cfg)
-        save_config(cfg, run_dir / "config.yaml")
-        repair_jsonl(run_dir / "metrics.jsonl")  # a kill -9 may have cut the last line
-        jsonl = JsonlSink(run_dir / "metrics.jsonl")
-        console = ConsoleSink(cfg.train.steps, enabled=cfg.log.progress, desc=cfg.env.id)
-        sinks = [jsonl, console]
-        if getattr(cfg.log, "tensorboard", False):  # read defensively: a newer config key
-            sinks.append(TensorBoardSink(run_dir / "tensorboard"))
+        sinks = []
+        if main:
+            _keep_previous_config(run_dir / "config.yaml", cfg)
+            save_config(cfg, run_dir / "config.yaml")
+            repair_jsonl(run_dir / "metrics.jsonl")  # a kill -9 may have cut the last line
+            jsonl = JsonlSink(run_dir / "metrics.jsonl")
+            console = ConsoleSink(cfg.train.steps, enabled=cfg.log.progress, desc=cfg.env.id)
+            sinks = [jsonl, console]
+            if getattr(cfg.log, "tensorboard", False):  # read defensively: a newer config key
+                sinks.append(TensorBoardSink(run_dir / "tensorboard"))
         start = time.perf_counter()
 
         def emit(kind: str, step: int, data: dict) -> None:
             for sink in sinks:
                 sink(kind, step, data)
-            if kind == "warning":
+            if kind == "warning" and main:  # identical on every process: one copy
                 print(f"warning: {data['message']}", file=sys.stderr)
 
         try:
@@ -88,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         restore_signals()
-    if stop():
-        print(f"stopped by {stop.name}: checkpoint saved in {run_dir}; rerun to resume")
+    stopped = any_process(stop())  # a signal to any process stopped them all
+    if not main:
+        return 0
+    if stopped:
+        by = stop.name or "a signal to another process"
+        print(f"stopped by {by}: checkpoint saved in {run_dir}; rerun to resume")
         return 0
     minutes = (time.perf_counter() - start) / 60
     print(f"run folder: {run_dir}")

@@ -8,6 +8,11 @@ npz's size and sha256, the state's leaf signature and sha256 digests of the stat
 meta; everything is fsynced before `save` returns. A step directory without `commit_success.txt`
 is ignored; one that fails verification is reported and `restore_latest` falls back to the
 previous one, moving the bad one to `corrupt/`. Nothing is unpickled.
+
+Several processes (jax.distributed, `directory` on a shared filesystem): orbax saves the state
+collectively; process p keeps its replay, with its own meta inside, in `replay/p<p>/<step>.npz`
+(process 0: `replay/<step>.npz`); the manifest's `hosts` lists each one's replay size, sha256 and
+state digest. A resume needs as many processes and verifies on all; one process reads process 0's.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from worldmodel.distributed import allgather_json
 from worldmodel.errors import CheckpointError
 
 _REPLAY_DIR = "replay"
 _CORRUPT_DIR = "corrupt"  # verified-bad checkpoints are moved here (kept for inspection)
 _COMMIT_FILE = "commit_success.txt"  # orbax writes it just before the final rename
 _CHUNK = 1 << 22  # 4 MiB reads when hashing the replay file
+_HOST_META = "__meta__"  # npz entry holding a process's meta (JSON) in multi-process runs
 
 
 def _sha256(path: Path) -> str:
@@ -66,13 +73,16 @@ class CheckpointMismatch(CheckpointError):
 
 
 def _tree_digest(tree: Any) -> str | None:
-    """sha256 over every leaf's path, dtype, shape and bytes; None when some leaf lives on
-    another host (multi-process: orbax's own checks apply)."""
+    """sha256 over every leaf's path, dtype, shape and bytes (a replicated leaf: this process's
+    copy); None when some leaf is split across hosts (orbax's own checks apply)."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    if any(not getattr(leaf, "is_fully_addressable", True) for _, leaf in leaves):
+    remote = [x for _, x in leaves if not getattr(x, "is_fully_addressable", True)]
+    if not all(x.is_fully_replicated for x in remote):
         return None
     digest = hashlib.sha256()
     for path, leaf in leaves:
+        if not getattr(leaf, "is_fully_addressable", True):
+            leaf = leaf.addressable_data(0)  # this process's replica
         if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
             leaf = jax.random.key_data(leaf)  # typed keys have no numpy view
         array = np.ascontiguousarray(jax.device_get(leaf))
@@ -162,8 +172,14 @@ class Checkpointer:
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         return self._manager
 
+    def _replay_dir(self) -> Path:
+        """This process's replay folder: `replay/` (process 0) or `replay/p<p>/`."""
+        process = jax.process_index()
+        root = self.directory / _REPLAY_DIR
+        return root if process == 0 else root / f"p{process}"
+
     def _replay_path(self, step: int) -> Path:
-        return self.directory / _REPLAY_DIR / f"{step}.npz"
+        return self._replay_dir() / f"{step}.npz"
 
     def all_steps(self) -> list[int]:
         """Steps with a committed checkpoint (orbax's commit marker present), ascending."""
@@ -191,6 +207,9 @@ class Checkpointer:
             if array.dtype.hasobject:
                 raise TypeError(f"replay[{key!r}] has dtype object; only plain arrays")
             arrays[str(key)] = array
+        processes = jax.process_count()
+        if processes > 1:  # each process's own meta travels with its own replay
+            arrays[_HOST_META] = np.asarray(json.dumps(meta, sort_keys=True))
         manager = self._get_manager(create=True)
         if step in self.all_steps():
             raise CheckpointError(f"checkpoint step {step} already exists in {self.directory}")
@@ -198,16 +217,17 @@ class Checkpointer:
             self._quarantine([step])
             manager = self._get_manager(create=True)
         replay_path = self._replay_path(step)
-        replay_path.parent.mkdir(exist_ok=True)
+        replay_path.parent.mkdir(parents=True, exist_ok=True)
         _write_npz(replay_path, arrays)  # before the orbax commit, see module docstring
+        record = {"bytes": replay_path.stat().st_size, "sha256": _sha256(replay_path)}
         manifest = {
-            "replay": {
-                "bytes": replay_path.stat().st_size,
-                "sha256": _sha256(replay_path),
-            },
+            "replay": record,
             "state": _signature(state),
             "digest": {"state": _tree_digest(state), "meta": _json_digest(meta)},
         }
+        if processes > 1:
+            hosts = allgather_json({"replay": record, "state": manifest["digest"]["state"]})
+            manifest["replay"], manifest["hosts"] = hosts[0]["replay"], hosts
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             meta=ocp.args.JsonSave(meta),
@@ -220,20 +240,22 @@ class Checkpointer:
         self._prune_replay(set(manager.all_steps()))
 
     def _prune_replay(self, live_steps: set[int]) -> None:
-        """Delete npz files (and temp files) that belong to no committed step."""
-        for path in (self.directory / _REPLAY_DIR).iterdir():
+        """Delete this process's npz files (and temp files) that belong to no committed step."""
+        for path in self._replay_dir().iterdir():
             stem = path.name.removesuffix(".npz")
             live = path.suffix == ".npz" and stem.isdigit() and int(stem) in live_steps
-            if not live:
+            if not live and not path.is_dir():  # folders: other processes' replay
                 path.unlink(missing_ok=True)
 
     def restore(
-        self, template_state: Any, step: int | None = None
+        self, template_state: Any, step: int | None = None, *, same_hosts: bool = False
     ) -> tuple[Any, dict[str, np.ndarray], dict]:
         """Restore `step` (default: latest) into `template_state`'s structure and shardings.
 
         Leaf paths, shapes and dtypes must equal the saved ones (no silent casts), so a
-        changed model config is reported rather than loaded. Returns (state, replay, meta).
+        changed model config is reported rather than loaded. Returns (state, replay, meta):
+        this process's own replay and meta. same_hosts (resume): the checkpoint must have been
+        written by as many processes as this run has (always so with several processes).
         """
         steps = self.all_steps()
         if step is None:
@@ -250,8 +272,14 @@ class Checkpointer:
         manifest = self._restore_items(step, where, manifest=ocp.args.JsonRestore())
         manifest = manifest.manifest
         keys = manifest.keys() if isinstance(manifest, dict) else set()
-        if not {"replay", "state"} <= keys <= {"replay", "state", "digest"}:
+        if not {"replay", "state"} <= keys <= {"replay", "state", "digest", "hosts"}:
             raise CheckpointError(f"{where} is corrupt (malformed manifest)")
+        hosts = manifest.get("hosts") or [{"replay": manifest["replay"]}]
+        if (same_hosts or jax.process_count() > 1) and len(hosts) != jax.process_count():
+            raise CheckpointMismatch(
+                f"{where} was written by {len(hosts)} process(es), this run has "
+                f"{jax.process_count()} (resume with as many, or use a new run_dir)"
+            )
         _check_signature(manifest["state"], _signature(template_state), where)
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template_state)
         restored = self._restore_items(
@@ -266,8 +294,11 @@ class Checkpointer:
             raise CheckpointError(f"{where} is corrupt (state files in {state_dir} fail sha256)")
         if digest.get("meta") and _json_digest(restored.meta) != digest["meta"]:
             raise CheckpointError(f"{where} is corrupt (meta fails sha256)")
-        replay = self._load_replay(step, manifest["replay"])
-        return restored.state, replay, restored.meta
+        replay = self._load_replay(step, hosts[jax.process_index()]["replay"])
+        meta = restored.meta
+        if _HOST_META in replay:
+            meta = json.loads(str(replay.pop(_HOST_META)))
+        return restored.state, replay, meta
 
     def restore_latest(
         self, template_state: Any, *, warn: Callable[[str], None]
@@ -276,19 +307,24 @@ class Checkpointer:
         when there is none. Each corrupt newer one is reported via `warn(message)` and, once a
         good one is found, moved to `corrupt/`. Raises CheckpointMismatch at once (an intact
         checkpoint of another config), CheckpointError when every checkpoint is corrupt.
+        A checkpoint of another number of processes is a CheckpointMismatch; with several
+        processes one counts as good only when it verifies on every process.
         """
         bad: list[int] = []
         for step in reversed(self.all_steps()):
             try:
-                state, replay, meta = self.restore(template_state, step)
+                state, replay, meta = self.restore(template_state, step, same_hosts=True)
+                error = None
             except CheckpointMismatch:
                 raise
             except CheckpointError as e:
-                warn(f"{e}; trying the previous checkpoint")
+                error = str(e)
+            errors = [e for e in allgather_json(error) if e is not None]
+            if errors:
+                warn(f"{errors[0]}; trying the previous checkpoint")
                 bad.append(step)
                 continue
-            if jax.process_index() == 0:
-                self._quarantine(bad)
+            self._quarantine(bad)
             return step, state, replay, meta
         if bad:
             raise CheckpointError(
@@ -298,17 +334,21 @@ class Checkpointer:
         return None
 
     def _quarantine(self, steps: list[int]) -> None:
-        """Move step directories and their replay files to `corrupt/` (out of orbax's sight)."""
+        """Move step directories (process 0) and this process's replay files to `corrupt/`
+        (out of orbax's sight)."""
         if not steps:
             return
         self.close()  # the manager caches the step list
         target = self.directory / _CORRUPT_DIR
         target.mkdir(exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
+        process = jax.process_index()
+        tag = f".p{process}" if process else ""
         for step in steps:
-            for path in (self.directory / str(step), self._replay_path(step)):
+            shared = [self.directory / str(step)] if process == 0 else []
+            for path in [*shared, self._replay_path(step)]:
                 if path.exists():
-                    path.rename(target / f"{path.name}.{stamp}")
+                    path.rename(target / f"{path.name}{tag}.{stamp}")
 
     def manifest(self, step: int) -> dict:
         """The manifest of committed checkpoint `step`: {'replay': {bytes, sha256}, 'state':

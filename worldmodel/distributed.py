@@ -5,15 +5,20 @@ the step: SLURM_NTASKS > 1; JAX reads SLURM_PROCID, SLURM_STEP_NODELIST, ...), C
 (TPU_WORKER_HOSTNAMES / TPU_ACCELERATOR_TYPE with several workers; JAX reads the metadata
 server) and an explicit setup (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID),
 and does nothing for a single process. `is_main_process()` gates logs and files;
-`process_key(key)` folds the process index into a key so hosts draw different samples.
+`process_key(key)` folds the process index into a key so hosts draw different samples;
+`allgather_json` and `any_process` let hosts agree on host-side values (every process must call
+them at the same point; with one process they return at once, with no collective).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import jax
+import numpy as np
 
 from worldmodel.errors import UserError
 
@@ -55,6 +60,9 @@ def init_distributed(*, timeout_s: int = 300) -> str | None:
     if found is None:
         return None
     kind, kwargs = found
+    # JAX's preemption service would take over SIGTERM in C++, so the trainer's stop flag (agreed
+    # across processes each iteration, agents.trainer) would never see it.
+    jax.config.update("jax_enable_preemption_service", False)
     try:
         jax.distributed.initialize(initialization_timeout=timeout_s, **kwargs)
     except (RuntimeError, ValueError) as e:  # XlaRuntimeError subclasses RuntimeError
@@ -71,3 +79,26 @@ def is_main_process() -> bool:
 def process_key(key: jax.Array) -> jax.Array:
     """`key` folded with this process's index (per-host sampling, e.g. env seeds, replay)."""
     return jax.random.fold_in(key, jax.process_index())
+
+
+def allgather_json(value: Any) -> list:
+    """[value of process 0, value of process 1, ...] for a JSON-serialisable `value` (host)."""
+    if jax.process_count() == 1:
+        return [value]
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(json.dumps(value, sort_keys=True).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.asarray([data.size], np.int32)).ravel()
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    rows = multihost_utils.process_allgather(padded)
+    return [json.loads(bytes(row[:n]).decode()) for row, n in zip(rows, sizes, strict=True)]
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when `flag` is True on any (e.g. a stop signal seen by one host)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.process_allgather(np.asarray([bool(flag)])).any())

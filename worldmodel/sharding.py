@@ -7,6 +7,11 @@ state is replicated, and optionally the leaves of ensemble parameters (leading a
 placement of its inputs, so the existing update runs unchanged; XLA inserts the gradient
 all-reduce. On CPU, collectives over virtual devices can stall without a sync each step
 (see shared/machine-facts.md), so `make_sharded_update` blocks on every multi-device step.
+
+Several processes (jax.distributed): the mesh spans the devices of all processes (`mesh.data`
+counts them all; each process gives the same number, whole rows of the grid), each process
+passes its own rows of the batch (B / processes) and gets the global batch back, and
+`local_replica` gives a process its own copy of the replicated state for acting.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -25,16 +31,40 @@ ENSEMBLE_KEYS = ("dynamics",)  # params entries whose leaves are stacked over en
 
 
 def make_mesh(*, data: int = 1, model: int = 1, devices: Sequence | None = None) -> Mesh:
-    """Mesh of shape (data, model) over the first data*model of `devices` (default: all)."""
-    devices = list(jax.devices() if devices is None else devices)
+    """Mesh of shape (data, model) over the first data*model of `devices` (default: all; with
+    several processes, the first data*model / processes local devices of each process, so each
+    process holds whole rows and its own rows of the batch)."""
     if data < 1 or model < 1:
         raise ConfigError(f"mesh.data and mesh.model must be >= 1, got {data} x {model}")
+    if devices is None and jax.process_count() > 1:
+        devices = _per_process_devices(data, model)
+    devices = list(jax.devices() if devices is None else devices)
     if data * model > len(devices):
         raise ConfigError(
             f"mesh {data} x {model} needs {data * model} devices, {len(devices)} available"
         )
     grid = np.asarray(devices[: data * model], dtype=object).reshape(data, model)
     return Mesh(grid, ("data", "model"))
+
+
+def _per_process_devices(data: int, model: int) -> list:
+    """The first data*model / P local devices of each of the P processes, in process order."""
+    count = jax.process_count()
+    if data % count:
+        raise ConfigError(
+            f"mesh.data={data} must be a multiple of the number of processes ({count}): "
+            "each process gives the same number of devices to the data axis"
+        )
+    per = data * model // count
+    by_process: dict[int, list] = {}
+    for device in jax.devices():
+        by_process.setdefault(device.process_index, []).append(device)
+    fewest = min(len(ds) for ds in by_process.values())
+    if per > fewest:
+        raise ConfigError(
+            f"mesh {data} x {model} needs {per} devices per process, {fewest} available"
+        )
+    return [d for p in sorted(by_process) for d in by_process[p][:per]]
 
 
 def _is_ensemble(path, leaf, model: int) -> bool:
@@ -56,8 +86,21 @@ def place_state(state: Any, mesh: Mesh, *, shard_ensemble: bool = False) -> Any:
 
 
 def place_batch(batch: dict, mesh: Mesh) -> dict:
-    """Every array (B, ...) of `batch` split on "data" along B (B divisible by mesh.data)."""
+    """Every array (B, ...) of `batch` split on "data" along B (B divisible by mesh.data).
+
+    With several processes, `batch` holds this process's rows (B / processes, ...) and the
+    result is the global batch (B, ...), rows ordered by process.
+    """
     data = mesh.shape["data"]
+    if jax.process_count() > 1:
+        local = data // jax.process_count()  # this process's devices on the data axis
+        for x in jax.tree.leaves(batch):
+            if np.shape(x)[0] % local:
+                raise ConfigError(
+                    f"per-process batch size {np.shape(x)[0]} is not divisible by this "
+                    f"process's {local} data devices"
+                )
+        return multihost_utils.host_local_array_to_global_array(batch, mesh, P("data"))
     sharding = NamedSharding(mesh, P("data"))
 
     def put(x):
@@ -83,3 +126,27 @@ def make_sharded_update(update: Callable, mesh: Mesh) -> Callable:
         return state, metrics
 
     return sharded
+
+
+def local_replica(tree: Any) -> Any:
+    """This process's own full copy of a placed `tree`, replicated on a one-device mesh of its
+    first local device (for acting and evaluation without cross-process calls). The identity
+    with one process. Replicated leaves share their buffers with `tree` (invalid once it is
+    donated); leaves split on "model" are gathered from this process's shards."""
+    if jax.process_count() == 1:
+        return tree
+    device = jax.local_devices()[0]
+    mesh = Mesh(np.asarray([device], dtype=object).reshape(1, 1), ("data", "model"))
+    sharding = NamedSharding(mesh, P())
+
+    def one(x):
+        if x.is_fully_replicated:
+            return jax.device_put(x.addressable_data(0), sharding)
+        full, seen = np.empty(x.shape, x.dtype), np.zeros(x.shape, bool)
+        for shard in x.addressable_shards:
+            full[shard.index], seen[shard.index] = np.asarray(shard.data), True
+        if not seen.all():
+            raise ValueError(f"array {x.shape} is not held whole by process {jax.process_index()}")
+        return jax.device_put(full, sharding)
+
+    return jax.tree.map(one, tree)
