@@ -49,7 +49,7 @@ class Agent:
     def init_carry(self, num_envs: int, *, like=None) -> Carry:
         """Fresh per-env carry, placed like `like` (a TrainState or params, e.g. replicated over a
         device mesh) so that `act`'s returned carry has the same placement and the next call
-        does not retrace; default: committed to the first device."""
+        does not retrace; default: committed to this process's first device."""
         m = self.model
         zeros = jnp.zeros((num_envs, self.planner_cfg.horizon, m.act_dim))
         prev = init_prev(num_envs, m.obs_dim, m.act_dim, self.abstain_cfg.window)
@@ -58,13 +58,13 @@ class Agent:
         if isinstance(sharding, jax.sharding.NamedSharding):
             replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
             return jax.device_put(carry, replicated)
-        return jax.device_put(carry, jax.devices()[0])
+        return jax.device_put(carry, jax.local_devices()[0])
 
     def init_calibration(self) -> Calibration:
         """Uncalibrated (threshold inf: nothing abstains until `agents.calibration` has run)."""
         m = self.model
         calib = init_calibration(m.latent_dim, m.obs_dim, alpha=self.abstain_cfg.alpha)
-        return jax.device_put(calib, jax.devices()[0])
+        return jax.device_put(calib, jax.local_devices()[0])
 
     def act(
         self,

@@ -15,7 +15,6 @@ import jax
 from worldmodel.distributed import any_process
 from worldmodel.errors import ConfigError
 from worldmodel.rng import host_stream, np_rng
-from worldmodel.uncertainty import init_calibration
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +60,3 @@ class Host:
     def any(self, flag: bool) -> bool:
         """True on every process when `flag` is on any (a collective when count > 1)."""
         return any_process(flag) if self.count > 1 else bool(flag)
-
-    def calibration(self, agent, calib):
-        """`calib`, or on processes > 0 a fresh uncalibrated one on this process's device
-        (Agent.init_calibration places it on jax.devices()[0], which is process 0's)."""
-        if self.index == 0:
-            return calib
-        m = agent.model
-        fresh = init_calibration(m.latent_dim, m.obs_dim, alpha=agent.abstain_cfg.alpha)
-        return jax.device_put(fresh, jax.local_devices()[0])

@@ -119,7 +119,6 @@ def train(
         abstain=cfg.section("abstain"),
     )
     calibrator = Calibrator(agent, agent.abstain_cfg, seed=seed, num_envs=env_cfg.num_envs)
-    calibrator.calib = host.calibration(agent, calibrator.calib)
     replay = Replay(tc.replay_capacity, driver.obs_dim, driver.act_dim, env_cfg.num_envs)
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
     state = agent.init(key=key_for(seed, "init", 0))  # the same on every process
