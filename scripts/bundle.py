@@ -87,6 +87,26 @@ def calibration_of(bundle: Bundle):
     return Calibration.from_json(data)
 
 
+def evaluate_bundle(bundle: Bundle, *, episodes: int, seed: int, plan: bool = True) -> dict:
+    """`agents.evaluation.evaluate` of the bundle's agent on its task, as training's evaluations
+    run: the run's env settings and its abstention calibration (if any). Returns its dict."""
+    from agents.evaluation import evaluate
+
+    cfg = bundle.cfg
+    calib = calibration_of(bundle)
+    return evaluate(
+        bundle.agent,
+        bundle.state,
+        env_id=cfg.env.id,
+        episodes=episodes,
+        seed=seed,
+        plan=plan,
+        action_repeat=cfg.env.action_repeat,
+        max_episode_steps=cfg.env.max_episode_steps,
+        **({} if calib is None else {"calib": calib}),
+    )
+
+
 def replay_observations(replay: dict, *, limit: int, seed: int = 0) -> np.ndarray | None:
     """Stored observations (M <= limit, D) of a replay state dict, uniformly subsampled;
     None when it holds none."""

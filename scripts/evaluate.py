@@ -73,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
 
-    from agents.evaluation import evaluate
-    from scripts.bundle import calibration_of, load_bundle
+    from scripts.bundle import evaluate_bundle, load_bundle
     from worldmodel.errors import UserError
 
     try:
@@ -90,18 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         # The video first: a task that cannot be rendered fails before the long evaluation.
         video = _record_video(bundle, args, seed) if args.video is not None else None
-        result = evaluate(
-            bundle.agent,
-            bundle.state,
-            env_id=cfg.env.id,
-            episodes=episodes,
-            seed=seed,
-            plan=not args.no_plan,
-            action_repeat=cfg.env.action_repeat,
-            max_episode_steps=cfg.env.max_episode_steps,
-            # As training's evaluations: with the run's abstention calibration (if any).
-            **({} if (calib := calibration_of(bundle)) is None else {"calib": calib}),
-        )
+        result = evaluate_bundle(bundle, episodes=episodes, seed=seed, plan=not args.no_plan)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
 
-    from agents.evaluation import evaluate
-    from scripts.bundle import calibration_of, load_bundle
+    from scripts.bundle import evaluate_bundle, load_bundle
     from scripts.machine import machine_info, write_result
     from worldmodel.errors import UserError
 
@@ -43,17 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             episodes = args.episodes or cfg.eval.episodes
             seed = cfg.seed + cfg.eval.seed_offset
             t0 = time.perf_counter()
-            result = evaluate(
-                bundle.agent,
-                bundle.state,
-                env_id=cfg.env.id,
-                episodes=episodes,
-                seed=seed,
-                plan=plan,
-                action_repeat=cfg.env.action_repeat,
-                max_episode_steps=cfg.env.max_episode_steps,
-                **({} if (calib := calibration_of(bundle)) is None else {"calib": calib}),
-            )
+            result = evaluate_bundle(bundle, episodes=episodes, seed=seed, plan=plan)
             row = {
                 "variant": variant if plan else "policy prior (no planning)",
                 "planner": cfg.section("planner"),
