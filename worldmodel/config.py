@@ -364,9 +364,7 @@ def load_config(
     for name in overlays:
         path = _resolve_overlay(name, configs_dir)
         data = _merge(data, _read_yaml(path), schema=defaults, source=str(path))
-    for arg in overrides:
-        data = _merge(data, _parse_override(arg), schema=defaults, source=f"override {arg!r}")
-    return Config(data, _schema=defaults)
+    return apply_overrides(Config(data, _schema=defaults), overrides)
 
 
 def apply_overrides(cfg: Config, args: Sequence[str], *, sections: Sequence[str] = ()) -> Config:
