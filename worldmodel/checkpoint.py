@@ -17,10 +17,8 @@ state digest. A resume needs as many processes and verifies on all; one process 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -33,112 +31,22 @@ import orbax.checkpoint as ocp
 
 from worldmodel.distributed import allgather_json
 from worldmodel.errors import CheckpointError
+from worldmodel.integrity import (
+    CheckpointMismatch,
+    check_signature,
+    first_line,
+    fsync_tree,
+    json_digest,
+    sha256,
+    signature,
+    tree_digest,
+    write_npz,
+)
 
 _REPLAY_DIR = "replay"
 _CORRUPT_DIR = "corrupt"  # verified-bad checkpoints are moved here (kept for inspection)
 _COMMIT_FILE = "commit_success.txt"  # orbax writes it just before the final rename
-_CHUNK = 1 << 22  # 4 MiB reads when hashing the replay file
 _HOST_META = "__meta__"  # npz entry holding a process's meta (JSON) in multi-process runs
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write `arrays` to `path` atomically: temp file in the same dir, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class CheckpointMismatch(CheckpointError):
-    """The checkpoint is intact but holds a different state structure (another model config)."""
-
-
-def _tree_digest(tree: Any) -> str | None:
-    """sha256 over every leaf's path, dtype, shape and bytes (a replicated leaf: this process's
-    copy); None when some leaf is split across hosts (orbax's own checks apply)."""
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    remote = [x for _, x in leaves if not getattr(x, "is_fully_addressable", True)]
-    if not all(x.is_fully_replicated for x in remote):
-        return None
-    digest = hashlib.sha256()
-    for path, leaf in leaves:
-        if not getattr(leaf, "is_fully_addressable", True):
-            leaf = leaf.addressable_data(0)  # this process's replica
-        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
-            leaf = jax.random.key_data(leaf)  # typed keys have no numpy view
-        array = np.ascontiguousarray(jax.device_get(leaf))
-        digest.update(f"{jax.tree_util.keystr(path)}:{array.dtype}{list(array.shape)};".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def _json_digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
-
-
-def _fsync_tree(root: Path) -> None:
-    """fsync every file and directory under `root` and `root`'s parent (durable after a crash)."""
-    for folder, _, files in os.walk(root):
-        for name in files:
-            with open(os.path.join(folder, name), "rb") as f:
-                os.fsync(f.fileno())
-        _fsync_dir(Path(folder))
-    _fsync_dir(root.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _signature(tree: Any) -> dict[str, str]:
-    """{leaf path: 'dtype[shape]'}, e.g. {".params['w']": 'float32[4, 8]', '.step': 'int'}."""
-    signature = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if hasattr(leaf, "dtype") and hasattr(leaf, "shape"):
-            signature[jax.tree_util.keystr(path)] = f"{leaf.dtype}{list(leaf.shape)}"
-        else:  # Python scalars
-            signature[jax.tree_util.keystr(path)] = type(leaf).__name__
-    return signature
-
-
-def _check_signature(saved: dict[str, str], template: dict[str, str], where: str) -> None:
-    """Raise CheckpointMismatch naming the first leaf that differs between the two."""
-    if saved == template:
-        return
-    prefix = f"{where} was made with another model config (use its config, or a new run_dir):"
-    extra = sorted(saved.keys() - template.keys())
-    if extra:
-        raise CheckpointMismatch(f"{prefix} leaf {extra[0]} is missing from the template")
-    for path, expected in template.items():
-        if path not in saved:
-            raise CheckpointMismatch(f"{prefix} leaf {path} is missing from the checkpoint")
-        if saved[path] != expected:
-            raise CheckpointMismatch(
-                f"{prefix} leaf {path} is {saved[path]} there, {expected} in the template"
-            )
 
 
 class Checkpointer:
@@ -218,12 +126,12 @@ class Checkpointer:
             manager = self._get_manager(create=True)
         replay_path = self._replay_path(step)
         replay_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_npz(replay_path, arrays)  # before the orbax commit, see module docstring
-        record = {"bytes": replay_path.stat().st_size, "sha256": _sha256(replay_path)}
+        write_npz(replay_path, arrays)  # before the orbax commit, see module docstring
+        record = {"bytes": replay_path.stat().st_size, "sha256": sha256(replay_path)}
         manifest = {
             "replay": record,
-            "state": _signature(state),
-            "digest": {"state": _tree_digest(state), "meta": _json_digest(meta)},
+            "state": signature(state),
+            "digest": {"state": tree_digest(state), "meta": json_digest(meta)},
         }
         if processes > 1:
             hosts = allgather_json({"replay": record, "state": manifest["digest"]["state"]})
@@ -236,7 +144,7 @@ class Checkpointer:
         manager.save(step, args=args, force=True)
         manager.wait_until_finished()
         if jax.process_index() == 0:
-            _fsync_tree(self.directory / str(step))
+            fsync_tree(self.directory / str(step))
         self._prune_replay(set(manager.all_steps()))
 
     def _prune_replay(self, live_steps: set[int]) -> None:
@@ -280,7 +188,7 @@ class Checkpointer:
                 f"{where} was written by {len(hosts)} process(es), this run has "
                 f"{jax.process_count()} (resume with as many, or use a new run_dir)"
             )
-        _check_signature(manifest["state"], _signature(template_state), where)
+        check_signature(manifest["state"], signature(template_state), where)
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template_state)
         restored = self._restore_items(
             step,
@@ -290,9 +198,9 @@ class Checkpointer:
         )
         digest = manifest.get("digest") or {}  # absent in checkpoints of older versions
         state_dir = self.directory / str(step) / "state"
-        if digest.get("state") and _tree_digest(restored.state) != digest["state"]:
+        if digest.get("state") and tree_digest(restored.state) != digest["state"]:
             raise CheckpointError(f"{where} is corrupt (state files in {state_dir} fail sha256)")
-        if digest.get("meta") and _json_digest(restored.meta) != digest["meta"]:
+        if digest.get("meta") and json_digest(restored.meta) != digest["meta"]:
             raise CheckpointError(f"{where} is corrupt (meta fails sha256)")
         replay = self._load_replay(step, hosts[jax.process_index()]["replay"])
         meta = restored.meta
@@ -367,7 +275,7 @@ class Checkpointer:
             return manager.restore(step, args=ocp.args.Composite(**items))
         # orbax and tensorstore raise many exception types; each means "unusable".
         except Exception as e:
-            raise CheckpointError(f"{where} is corrupt ({_first_line(e)})") from e
+            raise CheckpointError(f"{where} is corrupt ({first_line(e)})") from e
 
     def _load_replay(self, step: int, record: dict) -> dict[str, np.ndarray]:
         path = self._replay_path(step)
@@ -379,7 +287,7 @@ class Checkpointer:
                 f"checkpoint step {step}: replay file {path} is truncated or corrupt "
                 f"({size} bytes, expected {record['bytes']})"
             )
-        if _sha256(path) != record["sha256"]:
+        if sha256(path) != record["sha256"]:
             raise CheckpointError(
                 f"checkpoint step {step}: replay file {path} is corrupt (sha256 mismatch)"
             )
@@ -388,7 +296,7 @@ class Checkpointer:
                 return {key: npz[key] for key in npz.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise CheckpointError(
-                f"checkpoint step {step}: cannot read replay file {path} ({_first_line(e)})"
+                f"checkpoint step {step}: cannot read replay file {path} ({first_line(e)})"
             ) from e
 
     def close(self) -> None:
