@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
     from scripts import train as train_script
     from scripts.machine import machine_info, write_result
+    from scripts.runtime import claim_run_dir
     from worldmodel.config import config_from_file
 
     out = args.out or Path(__file__).parent / "results" / f"learning_{args.task}.json"
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = (
             args.runs[i]
             if args.runs is not None
-            else Path("runs") / "bench" / args.task / f"seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+            else claim_run_dir(Path("runs") / "bench" / args.task, f"seed{seed}")
         )
         start = time.perf_counter()
         code = train_script.main(

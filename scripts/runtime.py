@@ -2,12 +2,39 @@
 
 A process killed mid-write may leave metrics.jsonl ending in a partial line; appending to it
 would glue the next record onto that fragment, so the fragment is cut before the sink opens.
+
+A fresh run folder named by a time stamp is claimed with an exclusive mkdir (`claim_run_dir`): two
+runs of the same seed started in the same second get `...-<stamp>` and `...-<stamp>-2`, never one
+shared folder (where they would interleave metrics and overwrite each other's checkpoints).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+
+
+def claim_run_dir(parent: Path, prefix: str) -> Path:
+    """Create and return a new folder `parent/<prefix>-<YYYYmmdd-HHMMSS>[-n]` that no other run
+    holds (mkdir without exist_ok is atomic: of two racing runs, exactly one gets each name)."""
+    from worldmodel.errors import UserError
+
+    base = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            path = parent / (base if n == 1 else f"{base}-{n}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise UserError(
+            f"cannot create a run folder under {str(parent)!r}: {e.strerror or e}"
+        ) from e
+    raise UserError(f"no free run folder name under {str(parent)!r} for {base}; set run_dir=...")
 
 
 def repair_jsonl(path: Path) -> int:

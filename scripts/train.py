@@ -22,12 +22,17 @@ USAGE = __doc__.strip().splitlines()[0]
 
 
 def _run_dir(cfg) -> Path:
+    import jax
+
+    from scripts.runtime import claim_run_dir
     from worldmodel.distributed import allgather_json
 
     if cfg.run_dir:
         return Path(cfg.run_dir)
-    stamp = allgather_json(time.strftime("%Y%m%d-%H%M%S"))[0]  # process 0's, on every process
-    return Path("runs") / cfg.env.id.replace("/", "_") / f"seed{cfg.seed}-{stamp}"
+    parent = Path("runs") / cfg.env.id.replace("/", "_")
+    # process 0 claims a fresh folder (never one a concurrent run holds); every process uses it
+    name = claim_run_dir(parent, f"seed{cfg.seed}").name if jax.process_index() == 0 else None
+    return parent / allgather_json(name)[0]
 
 
 def _keep_previous_config(path: Path, cfg) -> None:
