@@ -13,29 +13,9 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _timed(fn, repeats: int) -> dict:
-    start = time.perf_counter()
-    fn()
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    t = np.array(times) * 1e3
-    return {
-        "median_ms": float(np.median(t)),
-        "min_ms": float(t.min()),
-        "max_ms": float(t.max()),
-        "first_call_s": compile_s,
-        "repeats": repeats,
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from agents.agent import make_agent
     from agents.trainer import train
     from envs import env_spec
-    from scripts.machine import machine_info
+    from scripts.machine import machine_info, timed
     from worldmodel.config import load_config
 
     cfg = load_config([args.task, *args.overrides])
@@ -77,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return np.asarray(action)  # host -> device -> host, as the driver sees it
 
-    result["act_plan_ms"] = _timed(act, args.repeats)
-    result["act_prior_ms"] = _timed(lambda: act(plan=False), args.repeats)
+    result["act_plan_ms"] = timed(act, args.repeats)
+    result["act_prior_ms"] = timed(lambda: act(plan=False), args.repeats)
     B, H = cfg.train.batch_size, cfg.train.horizon
     batch = {
         "obs": rng.normal(size=(B, H + 1, D)).astype(np.float32),
@@ -92,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         box[0], metrics = agent.update(box[0], batch, key=jax.random.key(2))
         jax.block_until_ready(metrics)
 
-    result["update_ms"] = _timed(update, max(args.repeats // 2, 10))
+    result["update_ms"] = timed(update, max(args.repeats // 2, 10))
     if not args.skip_pets:
         pets = {
             **sections["planner"],
@@ -104,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         big = make_agent(D, A, **{**sections, "planner": pets})
         big_carry = big.init_carry(1)
-        result["act_pets_equal_work_ms"] = _timed(
+        result["act_pets_equal_work_ms"] = timed(
             lambda: np.asarray(
                 big.act(state, big_carry, obs, first, key=jax.random.key(1), explore=True)[0]
             ),

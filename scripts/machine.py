@@ -8,6 +8,9 @@ import os
 import platform
 import subprocess
 import sys
+import time
+
+import numpy as np
 
 
 def machine_info() -> dict:
@@ -52,3 +55,24 @@ def write_result(path, data, *, default=None) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, default=default))
     os.replace(tmp, path)
+
+
+def timed(fn, repeats: int) -> dict:
+    """Wall-clock of `fn()`: the first call apart (compile), then the median, min and max in ms of
+    `repeats` more calls. `fn` must block until its result is ready."""
+    start = time.perf_counter()
+    fn()
+    compile_s = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    t = np.array(times) * 1e3
+    return {
+        "median_ms": float(np.median(t)),
+        "min_ms": float(t.min()),
+        "max_ms": float(t.max()),
+        "first_call_s": compile_s,
+        "repeats": repeats,
+    }

@@ -344,10 +344,16 @@ def test_planner_ablation_acts_under_each_variant(pm_run, tmp_path, capsys):
     out = tmp_path / "ablation.json"
     argv = [str(pm_run), "--variants", "", "planner.ensemble=split planner.horizon=2"]
     assert (
-        planner_ablation.main([*argv, "--no-plan-too", "--episodes", "2", "--out", str(out)]) == 0
+        planner_ablation.main(
+            [*argv, "--no-plan-too", "--episodes", "2", "--latency", "3", "--out", str(out)]
+        )
+        == 0
     )
     rows = json.loads(out.read_text())["variants"]
     assert [r["plan"] for r in rows] == [True, True, False]
+    for r in rows:  # each variant's own action was timed: 3 calls after the first
+        t = r["act_ms"]
+        assert t["repeats"] == 3 and 0 < t["min_ms"] <= t["median_ms"] <= t["max_ms"]
     assert rows[0]["planner"] == load_bundle(pm_run).cfg.section("planner")
     assert rows[1]["planner"]["ensemble"] == "split" and rows[1]["planner"]["horizon"] == 2
     assert all(len(r["returns"]) == 2 for r in rows)
