@@ -17,6 +17,7 @@ from collections.abc import Callable
 import flax
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from agents.abstain import AbstainConfig, fallback_action, gate, init_prev
 from agents.planner import PlannerConfig, make_planner
@@ -94,8 +95,11 @@ def make_agent(
     optim: dict,
     planner: dict,
     abstain: dict | None = None,
+    mesh: Mesh | None = None,
 ) -> Agent:
-    """Factory: each argument is that config section as a dict (abstain: None = defaults)."""
+    """Factory: each argument is that config section as a dict (abstain: None = defaults).
+
+    `mesh` (worldmodel.sharding.make_mesh): with "data" > 1 the update runs data-parallel."""
     wm = make_world_model(obs_dim, act_dim, **model)
     loss_cfg, optim_cfg, planner_cfg = (
         LossConfig(**loss),
@@ -103,7 +107,7 @@ def make_agent(
         PlannerConfig(**planner),
     )
     abstain_cfg = AbstainConfig(**(abstain or {}))
-    init, update = make_train(wm, loss_cfg, optim_cfg)
+    init, update = make_train(wm, loss_cfg, optim_cfg, mesh=mesh)
     plan_one = make_planner(wm, planner_cfg, discount=loss_cfg.discount)
 
     @functools.partial(jax.jit, static_argnames=("explore", "plan"))

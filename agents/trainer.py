@@ -117,6 +117,7 @@ def train(
         optim=cfg.section("optim"),
         planner=cfg.section("planner"),
         abstain=cfg.section("abstain"),
+        mesh=mesh,
     )
     calibrator = Calibrator(agent, agent.abstain_cfg, seed=seed, num_envs=env_cfg.num_envs)
     replay = Replay(tc.replay_capacity, driver.obs_dim, driver.act_dim, env_cfg.num_envs)

@@ -24,9 +24,10 @@ batches = [random_batch(i, batch=16) for i in range(3)]
 def run(mesh=None, shard_ensemble=False):
     state = agent.init(key=jax.random.key(0))
     update = agent.update
-    if mesh is not None:
+    if mesh is not None:  # data-parallel gradients, one packed all-reduce per gradient step
+        sharded = make_agent(3, 1, **s, mesh=mesh)
         state = place_state(state, mesh, shard_ensemble=shard_ensemble)
-        update = make_sharded_update(agent.update, mesh)
+        update = make_sharded_update(sharded.update, mesh)
     for i, b in enumerate(batches):
         state, metrics = update(state, b, key=jax.random.key(i))
     return jax.device_get(state.params), float(metrics["loss"])

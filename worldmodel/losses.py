@@ -73,8 +73,26 @@ def lambda_returns(
     return jnp.stack(out[::-1])
 
 
+def world_model_noise(model: WorldModel, key: jax.Array, H: int, B: int) -> dict:
+    """The randomness of `world_model_loss` for a batch of B sequences of horizon H: which head's
+    rollout each sequence trains the reward/value heads on, head (B,) int, and the policy noise of
+    the TD targets, eps (H, B, A). Batch-major in B so a data-parallel update can split it."""
+    key_head, key_td = jax.random.split(key)
+    return {
+        "head": jax.random.randint(key_head, (B,), 0, model.num_heads),
+        "eps": jax.random.normal(key_td, (H, B, model.act_dim), jnp.float32),
+    }
+
+
 def world_model_loss(
-    model: WorldModel, cfg: LossConfig, params: dict, target_q: dict, batch: dict, *, key: jax.Array
+    model: WorldModel,
+    cfg: LossConfig,
+    params: dict,
+    target_q: dict,
+    batch: dict,
+    *,
+    key: jax.Array | None = None,
+    noise: dict | None = None,
 ):
     """Total model loss (scalar) and aux dict. `params['pi']` is used only for TD targets (no grad).
 
@@ -87,7 +105,7 @@ def world_model_loss(
     H, B = act.shape[:2]
     mask = batch.get("mask", jnp.ones((H, B), jnp.float32))
     w = (cfg.rho ** jnp.arange(H, dtype=jnp.float32))[:, None] * mask  # (H, B)
-    key_head, key_td = jax.random.split(key)
+    noise = world_model_noise(model, key, H, B) if noise is None else noise
 
     next_z = sg(model.encode(params, obs[1:]))  # (H, B, L) consistency + TD targets
     z0 = model.encode(params, obs[0])  # (B, L)
@@ -95,7 +113,7 @@ def world_model_loss(
     err = jnp.mean((zk - next_z[:, None]) ** 2, axis=(1, 3))  # (H, B)
     consistency = jnp.sum(w * err) / (H * B)
 
-    head = jax.random.randint(key_head, (B,), 0, model.num_heads)
+    head = noise["head"]
     z_head = jnp.take_along_axis(zk, head[None, None, :, None], axis=1)[:, 0]  # (H, B, L)
     zs = jnp.concatenate([z0[None], z_head], axis=0)  # (H+1, B, L)
     r_logits, c_logit = model.reward_logits(params, zs[:-1], act)  # (H, B, bins), (H, B)
@@ -103,7 +121,7 @@ def world_model_loss(
     reward_loss = jnp.sum(w * r_ce) / (H * B)
     continue_loss = jnp.sum(w * ops.sigmoid_bce(c_logit, term)) / (H * B)
 
-    next_a, _, _ = model.pi(sg(params), next_z, key=key_td)
+    next_a, _, _ = model.pi(sg(params), next_z, eps=noise["eps"])
     q_next = model.q_values(target_q, next_z, next_a).min(axis=0)  # (H, B) pessimistic target
     td_target = sg(lambda_returns(rew, term, mask, q_next, cfg.discount, cfg.td_lambda))
     q_logits = model.q_logits(params["q"], zs[:-1], act)  # (Q, H, B, bins)
@@ -147,15 +165,17 @@ def policy_loss(
     mask: jax.Array,
     scale: jax.Array,
     *,
-    key: jax.Array,
+    key: jax.Array | None = None,
+    eps: jax.Array | None = None,
 ):
     """Policy-prior loss on detached latents zs (T, B, L) with mask (T, B): maximise Q/scale plus
     a small entropy bonus.
 
     `scale` is the running spread of Q (5th-95th percentile), which keeps the objective
-    task-scale free. Returns (loss, aux) with aux['q'] the raw Q values (T, B).
+    task-scale free. The policy's sample noise comes from `key` or is given, eps (T, B, A).
+    Returns (loss, aux) with aux['q'] the raw Q values (T, B).
     """
-    a, log_prob, _ = model.pi({**params, "pi": pi_params}, zs, key=key)
+    a, log_prob, _ = model.pi({**params, "pi": pi_params}, zs, key=key, eps=eps)
     q = model.q_values(sg(params["q"]), zs, a).mean(axis=0)  # (T, B)
     T, B = zs.shape[:2]
     w = (cfg.rho ** jnp.arange(T, dtype=jnp.float32))[:, None] * mask

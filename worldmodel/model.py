@@ -191,14 +191,16 @@ class WorldModel:
         """(Q, ...) decoded values of every critic."""
         return ops.two_hot_inv(self.q_logits(q_params, z, a), self.vmin, self.vmax)
 
-    def pi(self, params: dict, z: jax.Array, *, key: jax.Array):
-        """Policy prior. z (..., L) -> (sampled action (..., A), log_prob (...,), mean action (..., A))."""
+    def pi(self, params: dict, z: jax.Array, *, key: jax.Array | None = None, eps=None):
+        """Policy prior. z (..., L) -> (sampled action (..., A), log_prob (...,), mean action (..., A)).
+
+        The sample's noise comes from `key`, or is given as `eps` (..., A)."""
         out = self._pi.apply({"params": params["pi"]}, z)
         mean, raw = jnp.split(out, 2, axis=-1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
             jnp.tanh(raw) + 1.0
         )
-        action, log_prob = ops.tanh_gaussian_sample(mean, log_std, key=key)
+        action, log_prob = ops.tanh_gaussian_sample(mean, log_std, key=key, eps=eps)
         return action, log_prob, jnp.tanh(mean)
 
 

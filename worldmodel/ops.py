@@ -74,13 +74,20 @@ def simnorm(x: jax.Array, group: int) -> jax.Array:
 
 
 def tanh_gaussian_sample(
-    mean: jax.Array, log_std: jax.Array, *, key: jax.Array
+    mean: jax.Array,
+    log_std: jax.Array,
+    *,
+    key: jax.Array | None = None,
+    eps: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Sample a = tanh(mean + std * eps); return (a (..., A), log_prob (...,)).
 
-    log_prob includes the tanh change of variables: log N(u) - sum log(1 - tanh(u)^2).
+    eps ~ N(0, 1) of mean's shape is drawn from `key`, or given (data-parallel updates draw it for
+    the global batch and pass each device its rows). log_prob includes the tanh change of
+    variables: log N(u) - sum log(1 - tanh(u)^2).
     """
-    eps = jax.random.normal(key, mean.shape, mean.dtype)
+    if eps is None:
+        eps = jax.random.normal(key, mean.shape, mean.dtype)
     u = mean + jnp.exp(log_std) * eps
     gauss = -0.5 * eps**2 - log_std - 0.5 * jnp.log(2.0 * jnp.pi)
     # log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u)), numerically stable.

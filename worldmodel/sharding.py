@@ -4,8 +4,10 @@ The mesh has axes ("data", "model") of sizes `mesh.data` x `mesh.model` (default
 code path on one device). Batches are split on "data" along their leading (B) axis, the train
 state is replicated, and optionally the leaves of ensemble parameters (leading axis K, e.g.
 `params['dynamics']` and its optimizer moments) are split on "model". `jit` follows the
-placement of its inputs, so the existing update runs unchanged; XLA inserts the gradient
-all-reduce. On CPU, collectives over virtual devices can stall without a sync each step
+placement of its inputs. With "data" > 1 the update's gradient steps run under `data_parallel`
+(a shard_map over "data"; "model" stays automatic): one packed all-reduce per gradient step,
+because XLA's own all-reduce of many leaves costs one round trip per leaf on the CPU (gloo)
+backend, 83 of them per update. On CPU, collectives over virtual devices can stall without a sync each step
 (see shared/machine-facts.md), so `make_sharded_update` blocks on every multi-device step.
 
 Several processes (jax.distributed): the mesh spans the devices of all processes (`mesh.data`
@@ -20,8 +22,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
+from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -109,6 +113,48 @@ def place_batch(batch: dict, mesh: Mesh) -> dict:
         return jax.device_put(x, sharding)
 
     return jax.tree.map(put, batch)
+
+
+def data_parallel(
+    fn: Callable, mesh: Mesh, *, in_specs: tuple, out_specs: tuple, gather: tuple[int, ...] = ()
+) -> Callable:
+    """`fn` run on each device's rows (a shard_map over "data"), its outputs combined in one
+    all-reduce.
+
+    `fn(*args)` returns a tuple: outputs 0 and 1 (pytrees, e.g. gradients and scalar metrics)
+    are averaged over the devices; the outputs at the indices in `gather`, per-row arrays
+    (b, ...), are concatenated in device order to (n * b, ...); the rest stay split (their
+    `out_specs` say how). Averages are exact for losses that are sums over rows divided by the
+    global row count (every loss here); a ratio metric (the td_target mean over valid steps)
+    becomes the mean of the devices' ratios. All of it travels as one flat float32 buffer.
+    """
+    n = mesh.shape["data"]
+    reduced = (0, 1, *gather)
+
+    def local(*args):
+        # Replicated inputs are cast to per-device values, else the gradient with respect to
+        # them would be summed over "data" leaf by leaf (the round trips this avoids).
+        args = [
+            jax.tree.map(lambda x: jax.lax.pcast(x, "data", to="varying"), a) if spec == P() else a
+            for a, spec in zip(args, in_specs, strict=True)
+        ]
+        out = list(fn(*args))
+        row = jax.lax.axis_index("data")
+
+        def spread(x):  # own rows in place, zeros elsewhere: the sum is the concatenation
+            full = jnp.zeros((n, *x.shape), x.dtype).at[row].set(x)
+            return full.reshape(n * x.shape[0], *x.shape[1:])
+
+        packed = [jax.tree.map(lambda x: x / n, out[j]) for j in (0, 1)]
+        packed += [jax.tree.map(spread, out[j]) for j in gather]
+        flat, unravel = ravel_pytree(packed)
+        for j, value in zip(reduced, unravel(jax.lax.psum(flat, "data")), strict=True):
+            out[j] = value
+        return tuple(out)
+
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=in_specs, out_specs=out_specs, axis_names={"data"}
+    )
 
 
 def make_sharded_update(update: Callable, mesh: Mesh) -> Callable:

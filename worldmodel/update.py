@@ -14,9 +14,18 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
-from worldmodel.losses import LossConfig, policy_loss, to_time_major, world_model_loss
+from worldmodel.losses import (
+    LossConfig,
+    policy_loss,
+    to_time_major,
+    world_model_loss,
+    world_model_noise,
+)
 from worldmodel.model import WorldModel
+from worldmodel.sharding import data_parallel
 
 
 @flax.struct.dataclass
@@ -62,10 +71,17 @@ def split_params(params: dict) -> tuple[dict, dict]:
 
 
 def make_train(
-    model: WorldModel, loss_cfg: LossConfig, optim_cfg: OptimConfig
+    model: WorldModel, loss_cfg: LossConfig, optim_cfg: OptimConfig, *, mesh: Mesh | None = None
 ) -> tuple[Callable, Callable]:
-    """Returns `init(*, key) -> TrainState` and jitted `update(state, batch, *, key)`."""
+    """Returns `init(*, key) -> TrainState` and jitted `update(state, batch, *, key)`.
+
+    With a `mesh` whose "data" axis has n > 1 devices, both gradient steps run data-parallel
+    (`sharding.data_parallel`): each device computes its rows' gradients and one packed
+    all-reduce per step averages them (2 per update, not one per parameter leaf). The randomness
+    is drawn for the global batch first, so the result equals one device's to float tolerance.
+    """
     model_opt, pi_opt = _model_optimizer(optim_cfg), _pi_optimizer(optim_cfg)
+    n = 1 if mesh is None else mesh.shape["data"]
 
     def init(*, key: jax.Array) -> TrainState:
         params = model.init(key=key)
@@ -79,45 +95,61 @@ def make_train(
             step=jnp.zeros((), jnp.int32),
         )
 
+    def wm_grads(wm, pi, target_q, batch, noise):
+        """-> (grads, scalar metrics incl. loss, zs (H+1, b, L), zs_mask (H+1, b)) for b rows."""
+        (loss, aux), grads = jax.value_and_grad(
+            lambda p: world_model_loss(
+                model, loss_cfg, {**p, "pi": pi}, target_q, batch, noise=noise
+            ),
+            has_aux=True,
+        )(wm)
+        scalars = {k: v for k, v in aux.items() if k not in ("zs", "zs_mask")}
+        return grads, {**scalars, "loss": loss}, aux["zs"], aux["zs_mask"]
+
+    def pi_grads(pi, params, zs, zs_mask, q_scale, eps):
+        """-> (grads, scalar metrics, Q of the first latent per row (b,))."""
+        (pi_loss, aux), grads = jax.value_and_grad(
+            lambda p: policy_loss(model, loss_cfg, p, params, zs, zs_mask, q_scale, eps=eps),
+            has_aux=True,
+        )(pi)
+        scalars = {"pi_loss": pi_loss, "pi_entropy": aux["entropy"], "q_mean": aux["q"].mean()}
+        return grads, scalars, aux["q"][0]
+
+    if n > 1:  # rows (axis 1 of time-major arrays, axis 0 of `head`) split on "data"
+        rows, rows0 = P(None, "data"), P("data")
+        wm_grads = data_parallel(
+            wm_grads, mesh, in_specs=(P(), P(), P(), rows, {"head": rows0, "eps": rows}),
+            out_specs=(P(), P(), rows, rows), gather=(),
+        )  # fmt: skip
+        pi_grads = data_parallel(
+            pi_grads, mesh, in_specs=(P(), P(), rows, rows, P(), rows),
+            out_specs=(P(), P(), P()), gather=(2,),
+        )  # fmt: skip
+
     def update(state: TrainState, batch: dict, *, key: jax.Array):
         key_td, key_pi = jax.random.split(key)
         batch = to_time_major(batch)
+        H, B = batch["action"].shape[:2]
         wm, pi = split_params(state.params)
 
-        def wm_loss(wm_params):
-            return world_model_loss(
-                model, loss_cfg, {**wm_params, "pi": pi}, state.target_q, batch, key=key_td
-            )
-
-        (loss, aux), grads = jax.value_and_grad(wm_loss, has_aux=True)(wm)
+        grads, metrics, zs, zs_mask = wm_grads(
+            wm, pi, state.target_q, batch, world_model_noise(model, key_td, H, B)
+        )
         updates, opt_state = model_opt.update(grads, state.opt_state, wm)
         wm = optax.apply_updates(wm, updates)
         params = {**wm, "pi": pi}
 
-        (pi_loss, pi_aux), pi_grads = jax.value_and_grad(
-            lambda p: policy_loss(
-                model, loss_cfg, p, params, aux["zs"], aux["zs_mask"], state.q_scale, key=key_pi
-            ),
-            has_aux=True,
-        )(pi)
-        pi_updates, pi_opt_state = pi_opt.update(pi_grads, state.pi_opt_state, pi)
+        eps = jax.random.normal(key_pi, (H + 1, B, model.act_dim), jnp.float32)
+        g_pi, pi_metrics, q0 = pi_grads(pi, params, zs, zs_mask, state.q_scale, eps)
+        pi_updates, pi_opt_state = pi_opt.update(g_pi, state.pi_opt_state, pi)
         params = {**params, "pi": optax.apply_updates(pi, pi_updates)}
 
-        q0 = pi_aux["q"][0]
         spread = jnp.percentile(q0, 95) - jnp.percentile(q0, 5)
         q_scale = jnp.maximum(
             (1 - optim_cfg.scale_tau) * state.q_scale + optim_cfg.scale_tau * spread, 1.0
         )
         target_q = optax.incremental_update(params["q"], state.target_q, optim_cfg.tau)
-        metrics = {k: v for k, v in aux.items() if k not in ("zs", "zs_mask")}
-        metrics.update(
-            loss=loss,
-            pi_loss=pi_loss,
-            pi_entropy=pi_aux["entropy"],
-            q_mean=pi_aux["q"].mean(),
-            q_scale=q_scale,
-            grad_norm=optax.tree.norm(grads),
-        )
+        metrics = {**metrics, **pi_metrics, "q_scale": q_scale, "grad_norm": optax.tree.norm(grads)}
         new_state = TrainState(
             params=params,
             target_q=target_q,
