@@ -15,7 +15,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import RescaleAction, TransformObservation
 
 from envs.shifts import ShiftSpec, ShiftWrapper, parse_shift
-from worldmodel.errors import ConfigError, EnvError
+from worldmodel.errors import ConfigError, EnvError, first_line
 
 BACKENDS = ("gymnasium", "mjx")
 
@@ -40,11 +40,6 @@ class ActionRepeat(gym.Wrapper):
                 break
         info = {**info, "env_steps": steps}
         return obs, total, terminated, truncated, info
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _has_module(name: str) -> bool:
@@ -101,10 +96,10 @@ def make_single_env(
         if "mujoco" in entry and not _has_module("mujoco"):
             msg = f'{env_id} needs MuJoCo: pip install "gymnasium[mujoco]"'
         else:
-            msg = f"{env_id}: missing dependency: {_first_line(err)}"
+            msg = f"{env_id}: missing dependency: {first_line(err)}"
         raise EnvError(msg) from err
     except gym.error.Error as err:  # e.g. a malformed id
-        raise EnvError(f"cannot make {env_id!r}: {_first_line(err)}") from err
+        raise EnvError(f"cannot make {env_id!r}: {first_line(err)}") from err
     try:
         _check_spaces(env_id, env)
         if shift is not None:

@@ -13,7 +13,7 @@ import os
 import mujoco
 import numpy as np
 
-from worldmodel.errors import EnvError
+from worldmodel.errors import EnvError, first_line
 
 DEFAULT_SIZE = 480
 
@@ -38,11 +38,6 @@ def _gl_hint() -> str:
             "or MUJOCO_GL=osmesa (needs libosmesa6) before mujoco is imported"
         )
     return f"MUJOCO_GL={backend}; {fix}"
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def is_mujoco(env) -> bool:
@@ -107,7 +102,7 @@ class StateRenderer:
         # 'NoneType' object has no attribute 'glGetError'), RuntimeError (no EGL device).
         except (mujoco.FatalError, ImportError, AttributeError, RuntimeError) as err:
             raise RenderError(
-                f"headless rendering failed ({_first_line(err)}); {_gl_hint()}"
+                f"headless rendering failed ({first_line(err)}); {_gl_hint()}"
             ) from err
         finally:
             quality.offsamples, glob.offwidth, glob.offheight = saved

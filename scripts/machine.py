@@ -48,13 +48,10 @@ def machine_info() -> dict:
 def write_result(path, data, *, default=None) -> None:
     """Write `data` as indented JSON to `path` atomically (a temp file, then rename), creating
     the folder: a benchmark killed mid-write never leaves a truncated result behind."""
-    from pathlib import Path
+    from worldmodel.files import atomic_write
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=default))
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=1, default=default)
+    atomic_write(path, lambda f: f.write(text))
 
 
 def timed(fn, repeats: int) -> dict:

@@ -23,3 +23,22 @@ def test_unusable_parent_is_a_one_line_user_error(tmp_path):
     blocker.write_text("a file where the runs folder should be")
     with pytest.raises(UserError, match="cannot create a run folder"):
         claim_run_dir(blocker, "seed0")
+
+
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
+    from worldmodel.files import atomic_write
+
+    path = tmp_path / "sub" / "result.json"
+    atomic_write(path, lambda f: f.write("old"))
+    assert path.read_text() == "old"
+
+    def half_then_fail(f):
+        f.write("partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, half_then_fail)
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["result.json"]  # no temp left
+    atomic_write(path, lambda f: f.write(b"new"), binary=True)
+    assert path.read_bytes() == b"new"

@@ -30,11 +30,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from worldmodel.distributed import allgather_json
-from worldmodel.errors import CheckpointError
+from worldmodel.errors import CheckpointError, first_line
 from worldmodel.integrity import (
     CheckpointMismatch,
     check_signature,
-    first_line,
     fsync_tree,
     json_digest,
     sha256,

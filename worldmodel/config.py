@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tempfile
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import yaml
 
 from worldmodel.errors import ConfigError
+from worldmodel.files import atomic_write
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULTS_NAME = "defaults.yaml"
@@ -395,18 +395,7 @@ def config_from_file(
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML atomically (temp file in the same dir, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the resolved config as YAML atomically (`files.atomic_write`)."""
     text = "# Resolved config (worldmodel.config.save_config).\n"
     text += yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(text))

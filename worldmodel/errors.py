@@ -15,3 +15,9 @@ class EnvError(UserError):
 
 class CheckpointError(UserError):
     """Missing, incomplete or corrupt checkpoint."""
+
+
+def first_line(error: BaseException) -> str:
+    """`Type: first line of the message` (just `Type` for an empty message), for one-line errors."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import jax
 import numpy as np
 
 from worldmodel.errors import CheckpointError
+from worldmodel.files import atomic_write
 
 CHUNK = 1 << 22  # 4 MiB reads when hashing a file
 
@@ -27,23 +27,9 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write `arrays` to `path` atomically: temp file in the same dir, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `arrays` to `path` atomically (`files.atomic_write`)."""
+    atomic_write(path, lambda f: np.savez(f, **arrays), binary=True)
 
 
 class CheckpointMismatch(CheckpointError):
