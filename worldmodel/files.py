@@ -18,6 +18,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], *, binary
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; results are meant to be read
             write(f)
             f.flush()
             os.fsync(f.fileno())
