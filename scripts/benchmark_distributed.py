@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -88,15 +87,11 @@ def worker(overlays: list[str], repeats: int) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(processes: int, overlays: list[str], repeats: int, timeout: float) -> list[dict]:
     """Run `processes` workers on this machine (one CPU device each); their RESULT lines."""
-    port = _free_port()
+    from scripts.runtime import free_port
+
+    port = free_port()
     procs = []
     for i in range(processes):
         env = dict(os.environ, JAX_PLATFORMS="cpu")

@@ -11,6 +11,7 @@ shared folder (where they would interleave metrics and overwrite each other's ch
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -74,3 +75,10 @@ def prepare_run_dir(path: Path) -> Path:
     except OSError as e:
         raise UserError(f"cannot use run_dir {str(path)!r}: {e.strerror or e}") from e
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a local jax.distributed coordinator)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -6,7 +6,6 @@ and a resume that gives each process its own replay back."""
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from scripts.runtime import free_port
 from worldmodel.distributed import detect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,14 +54,8 @@ multihost_utils.sync_global_devices("done")
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_local_processes_all_reduce():
-    port = _free_port()
+    port = free_port()
     procs = []
     for i in range(2):
         env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}")
@@ -92,7 +86,7 @@ TRAIN += ["eval.episodes=1", "train.plan=false", "eval.plan=false"]
 
 def _train_two(run_dir: Path, steps: int, timeout: float = 300) -> list[tuple[int, str, str]]:
     """Run `scripts.train` as processes 0 and 1 of one job; [(returncode, stdout, stderr)]."""
-    env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}")
+    env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{free_port()}")
     env.update(JAX_NUM_PROCESSES="2", JAX_PLATFORMS="cpu")
     # compile-bound: process 1 never reads the compilation cache (its keys are per process)
     env["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"

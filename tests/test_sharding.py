@@ -12,7 +12,7 @@ SCRIPT = r"""
 import jax, numpy as np
 from agents.agent import make_agent
 from worldmodel.config import load_config
-from worldmodel.sharding import make_mesh, make_sharded_update, place_state
+from worldmodel.sharding import make_mesh, make_sharded_update, place_batch, place_state
 from tests.conftest import random_batch
 
 assert len(jax.devices()) == 4, jax.devices()
@@ -33,6 +33,15 @@ def run(mesh=None, shard_ensemble=False):
     return jax.device_get(state.params), float(metrics["loss"])
 
 ref, ref_loss = run()
+# the packed path: one flat all-reduce per gradient step, not one per parameter leaf
+import re
+mesh = make_mesh(data=4, model=1)
+packed = make_agent(3, 1, **s, mesh=mesh)
+state = place_state(packed.init(key=jax.random.key(0)), mesh)
+hlo = packed.update.lower(state, place_batch(batches[0], mesh), key=jax.random.key(0))
+ops = re.findall(r"\b(all-reduce|all-gather)(?:-start)?\(", hlo.compile().as_text())
+print("collectives:", ops)
+assert ops == ["all-reduce", "all-reduce"], ops
 for data, model, split in ((4, 1, False), (2, 2, True)):
     params, loss = run(make_mesh(data=data, model=model), split)
     diff = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), ref, params)))

@@ -4,11 +4,11 @@ The mesh has axes ("data", "model") of sizes `mesh.data` x `mesh.model` (default
 code path on one device). Batches are split on "data" along their leading (B) axis, the train
 state is replicated, and optionally the leaves of ensemble parameters (leading axis K, e.g.
 `params['dynamics']` and its optimizer moments) are split on "model". `jit` follows the
-placement of its inputs. With "data" > 1 the update's gradient steps run under `data_parallel`
-(a shard_map over "data"; "model" stays automatic): one packed all-reduce per gradient step,
-because XLA's own all-reduce of many leaves costs one round trip per leaf on the CPU (gloo)
-backend, 83 of them per update. On CPU, collectives over virtual devices can stall without a sync each step
-(see shared/machine-facts.md), so `make_sharded_update` blocks on every multi-device step.
+placement of its inputs. With "data" > 1 the update's gradient steps run under
+`data_parallel` (a shard_map over "data"; "model" stays automatic): one packed all-reduce per
+gradient step, because XLA's own all-reduce of many leaves costs one round trip per leaf on the
+CPU (gloo) backend, 83 of them per update. On CPU, collectives over virtual devices can stall
+without a sync each step (see shared/machine-facts.md), so `make_sharded_update` blocks on every multi-device step.
 
 Several processes (jax.distributed): the mesh spans the devices of all processes (`mesh.data`
 counts them all; each process gives the same number, whole rows of the grid), each process
