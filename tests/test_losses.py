@@ -276,3 +276,33 @@ def test_lambda_returns_by_hand():
     mask0 = np.array([[1.0], [0.0], [0.0]])
     got = np.asarray(lambda_returns(rew * mask0, term, mask0, q, g, lam))[0, 0]
     np.testing.assert_allclose(got, 1 + g * 10, rtol=1e-6)
+
+
+def test_probe_gradients_do_not_scale_the_model_step(tiny):
+    """The observation heads are clipped apart: a huge probe gradient (as their NLL gives) leaves
+    the world model's update exactly as it is, and is itself cut to `grad_clip`."""
+    from worldmodel.update import _model_optimizer, split_params
+
+    optim = OptimConfig(**tiny.sections["optim"])
+    tx = _model_optimizer(optim)
+    wm, _ = split_params(tiny.init_params(0))
+    grads = jax.tree.map(lambda x: jnp.full_like(x, 0.1), wm)  # an ordinary gradient
+
+    def second_step(probe_scale):
+        state = tx.init(wm)
+        _, state = tx.update(grads, state, wm)  # Adam's moments hold one ordinary step
+        g = {**grads, "obs_heads": jax.tree.map(lambda x: probe_scale * x, grads["obs_heads"])}
+        updates, _ = tx.update(g, state, wm)
+        return updates
+
+    calm, loud = second_step(1.0), second_step(1e4)
+    for k in wm:
+        if k != "obs_heads":
+            for a, b in zip(jax.tree.leaves(calm[k]), jax.tree.leaves(loud[k]), strict=True):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # the probe's own step did see the change (it is clipped, not dropped)
+    assert not all(
+        np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree.leaves(calm["obs_heads"]), jax.tree.leaves(loud["obs_heads"]))
+    )
+
