@@ -31,6 +31,7 @@ _INT_MIN = {  # dotted key -> smallest allowed value
     "checkpoint.keep": 1,
     "model.latent_dim": 1,
     "model.hidden_dim": 1,
+    "model.obs_hidden_dim": 1,
     "model.num_layers": 0,
     "model.num_q": 1,
     "model.num_bins": 2,

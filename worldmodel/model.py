@@ -8,7 +8,8 @@ space) with a mean and a variance each (a probabilistic ensemble, as PETS): the 
 built to be compact (LayerNorm + SimNorm squash a far-away observation onto the same simplex
 corners as a near one, so latent heads cannot see such novelty); the observation heads see the
 raw input, so their disagreement does. They are trained on the same batch, on their own
-parameters, and only feed the uncertainty scores (worldmodel.uncertainty), never the planner.
+parameters, and only feed the uncertainty scores (worldmodel.uncertainty), never the planner;
+their width (`obs_hidden_dim`) is their own, so widening the model leaves the probe as benchmarked.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class WorldModel:
     act_dim: int
     latent_dim: int = 64
     hidden_dim: int = 256
+    obs_hidden_dim: int = 128
     num_layers: int = 2
     num_heads: int = 5
     num_q: int = 2
@@ -80,7 +82,7 @@ class WorldModel:
             ensemble(
                 StateActionMLP,
                 self.num_heads,
-                hidden=hidden,
+                hidden=(self.obs_hidden_dim,) * self.num_layers,
                 out=2 * self.obs_dim,
                 layer_norm=False,
             ),
