@@ -1,6 +1,6 @@
 """Speed benchmark: planner latency per action, update time, and the full loop's time per env step.
 
-`python -m scripts.benchmark_speed [TASK] [--repeats N] [--loop-steps N] [key=value ...]`
+`python -m scripts.benchmark_speed [TASK] [--repeats N] [--loop-steps N] [--out F] [key=value ...]`
 Default TASK is halfcheetah. Times are wall clock after JIT warm-up, median with min-max, compile
 time apart. Writes scripts/results/speed_<task>.json. Also times the planner at PETS's default
 planning work (480 candidates x 20 particles x horizon 45 x 5 iterations) for the comparison.
@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--loop-steps", type=int, default=1000, help="timed steps after seeding")
     parser.add_argument("--skip-pets", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="default results/speed_<task>.json")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from agents.agent import make_agent
     from agents.trainer import train
     from envs import env_spec
-    from scripts.machine import machine_info, timed
+    from scripts.machine import machine_info, timed, write_result
     from worldmodel.config import load_config
 
     cfg = load_config([args.task, *args.overrides])
@@ -112,9 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             "sps_after_seeding": sps,
             "s_per_env_step_median": 1.0 / float(np.median(sps[1:] or sps)),
         }
-    out = Path(__file__).parent / "results" / f"speed_{args.task}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    out = args.out or Path(__file__).parent / "results" / f"speed_{args.task}.json"
+    write_result(out, result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "config")}, indent=1))
     return 0
 
