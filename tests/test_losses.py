@@ -303,6 +303,7 @@ def test_probe_gradients_do_not_scale_the_model_step(tiny):
     # the probe's own step did see the change (it is clipped, not dropped)
     assert not all(
         np.array_equal(np.asarray(a), np.asarray(b))
-        for a, b in zip(jax.tree.leaves(calm["obs_heads"]), jax.tree.leaves(loud["obs_heads"]))
+        for a, b in zip(
+            jax.tree.leaves(calm["obs_heads"]), jax.tree.leaves(loud["obs_heads"]), strict=True
+        )
     )
-
