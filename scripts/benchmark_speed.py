@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-pets", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="default results/speed_<task>.json")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     import jax
 
