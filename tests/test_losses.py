@@ -300,10 +300,19 @@ def test_probe_gradients_do_not_scale_the_model_step(tiny):
         if k != "obs_heads":
             for a, b in zip(jax.tree.leaves(calm[k]), jax.tree.leaves(loud[k]), strict=True):
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    # the probe's own step did see the change (it is clipped, not dropped)
+    # the probe's own step did see the change (it is clipped, not dropped) ...
     assert not all(
         np.array_equal(np.asarray(a), np.asarray(b))
         for a, b in zip(
             jax.tree.leaves(calm["obs_heads"]), jax.tree.leaves(loud["obs_heads"]), strict=True
         )
     )
+    # ... and is that of Adam on the probe's gradient clipped over the probe's own norm alone
+    import optax
+
+    ref = optax.chain(optax.clip_by_global_norm(optim.grad_clip), optax.adam(optim.lr))
+    probe, g_probe = wm["obs_heads"], grads["obs_heads"]
+    _, ref_state = ref.update(g_probe, ref.init(probe), probe)
+    want, _ = ref.update(jax.tree.map(lambda x: 1e4 * x, g_probe), ref_state, probe)
+    for a, b in zip(jax.tree.leaves(loud["obs_heads"]), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-9)
