@@ -106,7 +106,9 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
     ends = np.cumsum([s for s, _ in schedule])
     phase, since, switch_step, boost_until, adapt_until = 0, 0, 0, -1, -1
     recalib_at, pending_switch = None, False
-    phases = [{"world": world_name(schedule[0][1]), "switch_step": 0, "alarm_step": None}]
+    phases = [
+        {"world": world_name(schedule[0][1]), "switch_step": 0, "alarm_step": None, "alarms": []}
+    ]
     ep_abstain = ep_decisions = updates = decision = 0
 
     def eval_world(spec) -> float:
@@ -126,6 +128,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                         "world": world_name(schedule[phase][1]),
                         "switch_step": step_no,
                         "alarm_step": None,
+                        "alarms": [],
                     }
                 )
                 emit("switch", step_no, {"world": phases[-1]["world"]})
@@ -137,11 +140,17 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
             info = jax.device_get(info)
             if detector.update(float(info["step_score"][0])):  # every mode reports its alarms
                 since = replay.added
-                phases[-1]["alarm_step"] = step_no
-                phases[-1]["delay"] = step_no - switch_step if phase == len(phases) - 1 else None
+                # a phase keeps every alarm; its detection delay is the first one's
+                phases[-1]["alarms"].append(step_no)
+                if phases[-1]["alarm_step"] is None:
+                    phases[-1]["alarm_step"] = step_no
+                    phases[-1]["delay"] = (
+                        step_no - switch_step if phase == len(phases) - 1 else None
+                    )
                 boost_until = step_no + cc.boost_steps if mode == "adaptive" else -1
                 if mode != "frozen":  # frozen: no learning, no recalibration
                     recalib_at = adapt_until = step_no + cc.recalib_after
+                    calibrator.hold_next()  # the new world's calibration data
                 emit(
                     "alarm", step_no, {"delay": step_no - switch_step, "world": phases[-1]["world"]}
                 )
@@ -173,12 +182,13 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 result = calibrator.recalibrate(
                     state.params, replay, np_rng(seed, "recal", decision), since=since
                 )
-                # watch for the next change against the new world's held-out scores (or, when
-                # no held-out episode has ended since the alarm, against all of them)
-                detector.reset(*calib_scores(since if result is not None else 0))
+                # Watch for the next change against the new world's held-out scores. With none
+                # yet (the held-out episode has not begun), retry at the next step: resetting
+                # against the old world's scores would only raise the same alarm again.
                 if result is not None:
+                    detector.reset(*calib_scores(since))
                     emit("calibration", driver.env_steps, result)
-                recalib_at = None
+                    recalib_at = None
             if phase + 1 < len(schedule) and driver.env_steps >= ends[phase]:
                 phase, pending_switch = phase + 1, True
     finally:

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="dotted config overrides")
     p.add_argument("--modes", nargs="+", default=["adaptive", "naive", "frozen"])
     p.add_argument("--out", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     import yaml
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "seconds": time.perf_counter() - tic, "updates": out["updates"]}  # fmt: skip
             print(f"[{mode}] {time.perf_counter() - tic:.0f} s")
             for ph in phases:
-                print(f"  {ph['world']:>45} switch@{ph['switch_step']:>6} alarm@{ph['alarm_step']} "
+                print(f"  {ph['world']:>45} switch@{ph['switch_step']:>6} alarms@{ph['alarms']} "
                       f"return {ph['return_first3']} -> {ph['return_last3']}  abstain {ph['abstain_rate_first3']} -> {ph['abstain_rate_last3']}")  # fmt: skip
             if "original_return_before" in out["phases"][0]:
                 ph0 = out["phases"][0]

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", type=Path, default=None, help="mp4/gif of env 0's episode")
     parser.add_argument("--video-size", type=int, default=480, help="video frame size (pixels)")
     parser.add_argument("--summary", type=Path, default=None, help="write a summary JSON here")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
 
     from scripts.bundle import evaluate_bundle, load_bundle

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default newest)")
     parser.add_argument("--no-plan", action="store_true", help="act with the policy prior only")
     parser.add_argument("--json", type=Path, default=None, help="write per-step values here")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
 
     from envs import make_single_env

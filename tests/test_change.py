@@ -92,3 +92,26 @@ def test_threshold_from_correlated_episodes_keeps_the_configured_rate():
     rate_ep = np.mean([first_alarm(calib, e, cfg, h_ep) is not None for e in fresh])
     assert rate_iid > 0.4  # the i.i.d. assumption fails on correlated streams
     assert rate_ep <= 0.1 + 0.05 and rate_ep < rate_iid / 4
+
+
+def test_calibrator_holds_out_every_period_and_the_episode_after_hold_next():
+    """Held-out episodes are counted (every round(1/holdout)-th); `hold_next` (called at a change
+    alarm) also holds out the next episode to start, without shifting the count."""
+    from types import SimpleNamespace
+
+    from agents.calibration import Calibrator
+
+    cfg = SimpleNamespace(holdout=0.1)
+    cal = Calibrator(SimpleNamespace(init_calibration=lambda: None), cfg, seed=0, num_envs=1)
+    held = []
+    for ep in range(20):
+        if ep == 3:
+            cal.hold_next()
+        cal.start_episodes(np.ones(1, bool), active=True)
+        held.append(bool(cal.held[0]))
+        cal.start_episodes(np.zeros(1, bool), active=True)  # mid-episode steps change nothing
+        assert cal.held[0] == held[-1]
+    assert [i for i, h in enumerate(held) if h] == [3, 9, 19]
+    # not active (the seed phase): nothing held out, and the count does not advance
+    cal.start_episodes(np.ones(1, bool), active=False)
+    assert not cal.held[0] and cal.started == 20

@@ -11,10 +11,11 @@ def test_continual_schedule_runs_every_mode(tmp_path):
     args = ["debug", f"run_dir={run}", "train.steps=150", "eval.every=0", "abstain.holdout=0.3"]
     assert train_script.main(args) == 0
     out = tmp_path / "results"
+    # a hair-trigger detector, so that alarms (and the learning they start) happen in 140 steps
     rc = continual_script.main(
         [str(run), "configs/continual/debug.yaml", "env.max_episode_steps=40",
          "continual.recalib_after=20", "continual.boost_steps=20", "--modes", "adaptive",
-         "frozen", "--out", str(out)]
+         "frozen", "--out", str(out), "change.false_alarm=0.99", "change.horizon=5"]
     )  # fmt: skip
     assert rc == 0
     (path,) = out.glob("continual_*.json")
@@ -29,6 +30,16 @@ def test_continual_schedule_runs_every_mode(tmp_path):
         alarms = [e for e in r["events"] if e["kind"] == "alarm"]
         # the deployed model learns only after a detected change, and never when frozen
         assert r["updates"] == 0 if mode == "frozen" else (r["updates"] > 0) == bool(alarms)
+        # each phase keeps all of its alarms (a later one must not overwrite the first's delay)
+        assert [a for p in phases for a in p["alarms"]] == [e["step"] for e in alarms]
+        for p in phases:
+            assert p["alarm_step"] == (p["alarms"][0] if p["alarms"] else None)
+        assert alarms  # the detector is set to alarm almost surely (false_alarm 0.99 in 5 steps)
+        if (
+            mode != "frozen"
+        ):  # the episode after an alarm is held out, so the new world recalibrates
+            calib = [e["step"] for e in r["events"] if e["kind"] == "calibration"]
+            assert calib and calib[0] > alarms[0]["step"]
     from scripts import plot_continual
 
     assert plot_continual.main([str(path)]) == 0

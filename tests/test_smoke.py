@@ -96,3 +96,28 @@ def test_benchmark_learning_records_and_resumes(tmp_path):
     assert [e["env_step"] for e in again["evals"]] == [150, 300]
     assert all(len(e["returns"]) == 2 for e in again["evals"])
     assert benchmark_learning.main(["debug", "--seeds", "0", "1", "--runs", str(run)]) == 2
+
+
+def test_timed_separates_the_first_call_and_counts_repeats():
+    from scripts.machine import timed
+
+    calls = []
+    t = timed(lambda: calls.append(1), 5)
+    assert len(calls) == 6 and t["repeats"] == 5  # one compile call apart, then 5 timed ones
+    assert t["min_ms"] <= t["median_ms"] <= t["max_ms"] and t["first_call_s"] >= 0
+
+
+def test_benchmark_speed_writes_every_figure(tmp_path):
+    """The speed benchmark on the debug config: planner, prior, update and loop timings, with the
+    config it timed and overrides accepted after the options."""
+    from scripts import benchmark_speed
+
+    out = tmp_path / "speed.json"
+    argv = ["debug", "--repeats", "2", "--loop-steps", "8", "--skip-pets", "--out", str(out)]
+    assert benchmark_speed.main([*argv, "planner.num_samples=16"]) == 0
+    r = json.loads(out.read_text())
+    for k in ("act_plan_ms", "act_prior_ms", "update_ms"):
+        assert r[k]["median_ms"] > 0 and r[k]["repeats"] >= 2
+    assert r["config"]["planner"]["num_samples"] == 16 and "act_pets_equal_work_ms" not in r
+    assert r["loop"]["steps_timed"] == 8 and len(r["loop"]["sps_after_seeding"]) >= 1
+    assert r["loop"]["s_per_env_step_median"] > 0 and r["machine"]["cores"] >= 1
