@@ -114,7 +114,7 @@ def test_benchmark_speed_writes_every_figure(tmp_path):
 
     out = tmp_path / "speed.json"
     argv = ["debug", "--repeats", "2", "--loop-steps", "8", "--skip-pets", "--out", str(out)]
-    assert benchmark_speed.main([*argv, "planner.num_samples=16"]) == 0
+    assert benchmark_speed.main([*argv, "planner.num_samples=16", "train.seed_steps=20"]) == 0
     r = json.loads(out.read_text())
     for k in ("act_plan_ms", "act_prior_ms", "update_ms"):
         assert r[k]["median_ms"] > 0 and r[k]["repeats"] >= 2
