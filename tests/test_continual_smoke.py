@@ -35,9 +35,8 @@ def test_continual_schedule_runs_every_mode(tmp_path):
         for p in phases:
             assert p["alarm_step"] == (p["alarms"][0] if p["alarms"] else None)
         assert alarms  # the detector is set to alarm almost surely (false_alarm 0.99 in 5 steps)
-        if (
-            mode != "frozen"
-        ):  # the episode after an alarm is held out, so the new world recalibrates
+        # the episode after an alarm is held out, so the new world recalibrates
+        if mode != "frozen":
             calib = [e["step"] for e in r["events"] if e["kind"] == "calibration"]
             assert calib and calib[0] > alarms[0]["step"]
     from scripts import plot_continual
