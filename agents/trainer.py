@@ -150,6 +150,13 @@ def train(
             plan=ev.plan, action_repeat=e.action_repeat, max_episode_steps=e.max_episode_steps,
             calib=calibrator.calib, shift=shift,
         )  # fmt: skip
+        if ev.plan and ev.prior_too:  # the same seeds acted on by the prior alone
+            prior = evaluate(
+                agent, acting, env_id=e.id, episodes=ev.episodes, seed=seed + ev.seed_offset,
+                plan=False, action_repeat=e.action_repeat, max_episode_steps=e.max_episode_steps,
+                calib=calibrator.calib, shift=shift,
+            )  # fmt: skip
+            result["prior"] = {k: prior[k] for k in ("mean", "std", "returns", "lengths")}
         emit("eval", step, result)
         last_eval = result
         return result

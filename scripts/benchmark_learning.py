@@ -26,7 +26,8 @@ def _curve(metrics_path: Path) -> tuple[list[dict], list[float], int]:
         record = json.loads(line)
         last = max(last, int(record.get("env_step", 0)))
         if record["kind"] == "eval":
-            evals.append({k: record[k] for k in ("env_step", "mean", "std", "returns", "lengths")})
+            keys = ("env_step", "mean", "std", "returns", "lengths", "prior")
+            evals.append({k: record[k] for k in keys if k in record})
         elif record["kind"] == "train":
             sps.append(record["sps"])
     return evals, sps, last

@@ -68,9 +68,13 @@ class ConsoleSink:
                 self._post["abstain"] = f"{data['abstain_rate']:.1%}"
         elif kind == "eval":
             self._post["eval"] = f"{data['mean']:.1f}"
+            prior = data.get("prior")
+            if prior is not None:
+                self._post["eval_prior"] = f"{prior['mean']:.1f}"
             if not self._enabled:
+                alone = f", prior alone {prior['mean']:.1f}" if prior is not None else ""
                 print(
-                    f"[{env_step}] eval return {data['mean']:.1f} ± {data['std']:.1f} "
+                    f"[{env_step}] eval return {data['mean']:.1f} ± {data['std']:.1f}{alone} "
                     f"(ETA {self._eta(env_step)})",
                     file=self._file,
                 )
@@ -90,7 +94,8 @@ class ConsoleSink:
 
 class TensorBoardSink:
     """tensorboardX event files in `log_dir`: every numeric 'train' metric as train/<name>,
-    'eval' as eval/return_mean and eval/return_std (+ eval/abstain_rate when present),
+    'eval' as eval/return_mean and eval/return_std (+ eval/abstain_rate and
+    eval/prior_return_mean, the policy prior alone, when present),
     'episode' as episode/return and episode/length; x = env steps."""
 
     def __init__(self, log_dir: Path):
@@ -114,6 +119,7 @@ class TensorBoardSink:
             self._scalar("eval/return_mean", data.get("mean"), env_step)
             self._scalar("eval/return_std", data.get("std"), env_step)
             self._scalar("eval/abstain_rate", data.get("abstain_rate"), env_step)
+            self._scalar("eval/prior_return_mean", (data.get("prior") or {}).get("mean"), env_step)
         elif kind == "episode":
             self._scalar("episode/return", data.get("return"), env_step)
             self._scalar("episode/length", data.get("length"), env_step)

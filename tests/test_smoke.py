@@ -36,6 +36,13 @@ def test_train_evaluate_resume(tmp_path):
     assert result["checkpoint_step"] == 100 and len(result["returns"]) == 2
     assert np.all(np.isfinite(result["returns"]))
     assert result["mean"] == pytest.approx(np.mean(result["returns"]), rel=1e-12)
+    # Training's evaluation also played the prior alone, on the seeds `evaluate --no-plan` uses.
+    final = [e for e in events if e["kind"] == "eval"][-1]
+    assert final["env_step"] == 100 and len(final["prior"]["returns"]) == 2
+    assert evaluate_script.main([str(run), "--episodes", "2", "--no-plan"]) == 0
+    alone = json.loads((run / "eval-100.json").read_text())
+    np.testing.assert_allclose(alone["returns"], final["prior"]["returns"], rtol=1e-5)
+    assert alone["returns"] != result["returns"]  # the planner acted otherwise
 
     assert train_script.main(["debug", f"run_dir={run}"]) == 0  # resumes up to steps=300
     later = _events(run)[len(events) :]
@@ -95,6 +102,7 @@ def test_benchmark_learning_records_and_resumes(tmp_path):
     assert again["complete"] and again["env_steps"] == 300
     assert [e["env_step"] for e in again["evals"]] == [150, 300]
     assert all(len(e["returns"]) == 2 for e in again["evals"])
+    assert all(len(e["prior"]["returns"]) == 2 for e in again["evals"])
     assert benchmark_learning.main(["debug", "--seeds", "0", "1", "--runs", str(run)]) == 2
 
 
