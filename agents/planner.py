@@ -75,10 +75,10 @@ def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Cal
     """value(params, z (N, L), actions (N, H, A), *, key, epi_scale) -> (N,) imagined return.
 
     G = sum_t gamma^t alive_t (r_t + beta u_t) + gamma^H alive_H Q(z_H, pi(z_H)), Q the critics'
-    mean or (planner.value = 'min') their minimum,
-    alive_t = prod (1 - p_term), u_t = mean_d Var_k[f_k(z_t, a_t)_d] / epi_scale_d the normalised
-    disagreement (computed only when beta = planner.uncertainty_coef != 0: it costs all K heads
-    per step). Latents step with `make_latent_step(model, cfg.ensemble)`.
+    mean or (planner.value = 'min') their minimum, alive_t = prod_{s<t} (1 - p_term_s) with
+    p_term_s that of the step z_s -> z_s+1, u_t = mean_d Var_k[f_k(z_t, a_t)_d] / epi_scale_d the
+    normalised disagreement (computed only when beta = planner.uncertainty_coef != 0: it costs all
+    K heads per step). Latents step with `make_latent_step(model, cfg.ensemble)`.
     """
     step_latent = make_latent_step(model, cfg.ensemble)
     beta = cfg.uncertainty_coef
@@ -92,11 +92,13 @@ def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Cal
 
         def body(carry, a):
             z, ret, disc, alive = carry
-            r, p_term = model.reward(params, z, a)
+            r = model.reward(params, z, a)
             if beta:
                 scale = 1.0 if epi_scale is None else epi_scale
                 r = r + beta * (model.next_all(params, z, a).var(axis=0) / scale).mean(axis=-1)
-            z = step_latent(params, z, a, head)
+            z_next = step_latent(params, z, a, head)
+            p_term = model.termination(params, z, a, z_next)
+            z = z_next
             ret = ret + disc * alive * r
             alive = alive * (1.0 - p_term)
             return (z, ret, disc * discount, alive), None

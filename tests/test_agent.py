@@ -126,9 +126,11 @@ def test_training_loop_steps_and_compiles(monkeypatch, tmp_path):
     assert train_events and all(np.isfinite(d["loss"]) for d in train_events)
     (agent,) = agents
     # explore (training), greedy at 1 env (held-out calibration episodes act as deployed) and
-    # greedy at eval.episodes envs (evaluation); recalibrating must not add a compile.
+    # greedy at eval.episodes envs (evaluation), planning and the prior alone (eval.prior_too);
+    # recalibrating must not add a compile.
     assert [d for k, _, d in events if k == "calibration"]
-    assert agent._act._cache_size() == 3
+    assert all("prior" in d for k, _, d in events if k == "eval")
+    assert agent._act._cache_size() == 4
     assert agent.update._cache_size() == 1
 
 

@@ -1,6 +1,7 @@
 """World-model loss and update: scan rollout vs a loop, every loss term vs a numpy reference,
 termination in TD targets, and the update step (learning, Polyak targets, determinism)."""
 
+import dataclasses
 import functools
 
 import jax
@@ -63,10 +64,11 @@ def _reference_loss(model, cfg, params, target_q, batch, key):
     reward/termination/value heads see the rollout of one head per sequence, drawn with the first
     half of `key` (the second half samples the policy action of the TD target)."""
     f64 = lambda x: np.asarray(x, np.float64)  # noqa: E731
-    enc, nxt, rew_logits = (
+    enc, nxt, rew_logits, term_logit = (
         jax.jit(model.encode),
         jax.jit(model.next_all),
         jax.jit(model.reward_logits),
+        jax.jit(model.termination_logit),
     )
     q_logits, pi = jax.jit(model.q_logits), jax.jit(model.pi)
     obs, act = batch["obs"], batch["action"]  # time-major numpy
@@ -94,7 +96,9 @@ def _reference_loss(model, cfg, params, target_q, batch, key):
     td_sum = 0.0
     for t in range(H):
         z32 = jnp.asarray(zs[t], jnp.float32)
-        r_log, c_log = (f64(x) for x in rew_logits(params, z32, act[t]))
+        r_log = f64(rew_logits(params, z32, act[t]))
+        # termination of the step: from the latent this sequence's head reached, zs[t + 1]
+        c_log = f64(term_logit(params, z32, act[t], jnp.asarray(zs[t + 1], jnp.float32)))
         q_log = f64(q_logits(params["q"], z32, act[t]))  # (Q, B, bins)
         q_next = _decode(
             f64(q_logits(target_q, jnp.asarray(next_z[t], jnp.float32), next_a[t])), vmin, vmax
@@ -158,8 +162,20 @@ def test_rollout_heads_scan_equals_python_loop(setup):
     assert float(jnp.abs(got[-1, 0] - got[-1, 1]).max()) > 1e-3
 
 
-def test_world_model_loss_matches_reference(setup, tiny):
-    model, params, target_q = setup
+def _action_termination_setup(tiny):
+    """The model with termination_from='action' (the logit is a column of the reward head)."""
+    model = dataclasses.replace(tiny.model(), termination_from="action")
+    params = tiny.perturb(jax.jit(lambda k: model.init(key=k))(jax.random.key(0)), seed=1)
+    assert "term" not in params
+    return model, params, tiny.perturb(params["q"], seed=2)
+
+
+@pytest.mark.parametrize("termination_from", ["next", "action"])
+def test_world_model_loss_matches_reference(setup, tiny, termination_from):
+    model, params, target_q = (
+        setup if termination_from == "next" else _action_termination_setup(tiny)
+    )
+    assert model.termination_from == termination_from
     cfg = CFG
     batch = to_time_major(tiny.random_batch(7, batch=B, horizon=H))
     batch = jax.tree.map(np.asarray, batch)
@@ -172,6 +188,18 @@ def test_world_model_loss_matches_reference(setup, tiny):
         assert value > 1e-4 or name == "td_target", name  # every term is live
         np.testing.assert_allclose(float(aux[name]), value, rtol=1e-5, atol=1e-5, err_msg=name)
     np.testing.assert_allclose(float(total), ref_total, rtol=1e-5, atol=1e-5)
+
+
+def test_next_state_termination_sees_only_the_latent_reached(setup):
+    model, params, _ = setup
+    rng = np.random.default_rng(3)
+    z1, z2, zn = (
+        jax.nn.softmax(jnp.asarray(rng.normal(size=(B, model.latent_dim)))) for _ in "abc"
+    )
+    a1, a2 = (jnp.asarray(rng.uniform(-1, 1, (B, model.act_dim)), jnp.float32) for _ in "ab")
+    p = model.termination(params, z1, a1, zn)
+    np.testing.assert_array_equal(p, model.termination(params, z2, a2, zn))
+    assert float(jnp.abs(p - model.termination(params, z1, a1, z2)).max()) > 1e-4
 
 
 def test_terminated_steps_do_not_bootstrap(setup, tiny):

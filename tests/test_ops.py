@@ -127,10 +127,13 @@ def test_termination_head_learns_never_terminates(tiny):
     init, update = make_train(model, LossConfig(), OptimConfig(lr=1e-3))
     state = init(key=jax.random.key(0))
     batch = tiny.random_batch(1, batch=16, horizon=3, terminated=0.0)
-    z = model.encode(state.params, jnp.asarray(batch["obs"][:, 0]))
     a = jnp.asarray(batch["action"][:, 0])
-    assert abs(float(model.reward(state.params, z, a)[1].mean()) - 0.5) < 1e-6
+
+    def p_term(params):
+        z, z_next = model.encode(params, jnp.asarray(batch["obs"][:, :2]).swapaxes(0, 1))
+        return float(model.termination(params, z, a, z_next).mean())
+
+    assert abs(p_term(state.params) - 0.5) < 1e-6
     for i in range(50):
         state, _ = update(state, batch, key=jax.random.key(i))
-    z = model.encode(state.params, jnp.asarray(batch["obs"][:, 0]))
-    assert float(model.reward(state.params, z, a)[1].mean()) < 0.4  # stayed exactly 0.5 before
+    assert p_term(state.params) < 0.4  # stayed exactly 0.5 before

@@ -61,13 +61,16 @@ def _reference_value(model, params, z, actions, key, mode, value="mean"):
     else:
         head = np.arange(N) // per_head
     reward, next_all = jax.jit(model.reward), jax.jit(model.next_all)
+    termination = jax.jit(model.termination)
     ret, alive = np.zeros(N), np.ones(N)
     for t in range(H):
-        r, p_term = reward(params, z, actions[:, t])
+        r = reward(params, z, actions[:, t])
         ret += DISCOUNT**t * alive * np.asarray(r, np.float64)
-        alive *= 1.0 - np.asarray(p_term, np.float64)
         zk = next_all(params, z, actions[:, t])  # (K, N, L)
-        z = zk.mean(0) if mode == "mean" else zk[head, np.arange(N)]
+        z_next = zk.mean(0) if mode == "mean" else zk[head, np.arange(N)]
+        p_term = termination(params, z, actions[:, t], z_next)  # of the latent reached
+        alive *= 1.0 - np.asarray(p_term, np.float64)
+        z = z_next
     a_last = jax.jit(model.pi)(params, z, key=key)[0]
     q = np.asarray(jax.jit(model.q_values)(params["q"], z, a_last), np.float64)
     q = q.min(0) if value == "min" else q.mean(0)

@@ -99,7 +99,8 @@ def world_model_loss(
     Per step t the weights are rho**t * mask[t] (mask: the step lies inside the episode; absent
     means all ones); each term is averaged over the horizon as in TD-MPC2. Reward, termination and
     value heads see, per sequence, the rollout of one randomly drawn head: the same kind of latent
-    the planner imagines with (a single head's prediction, not an average of heads).
+    the planner imagines with (a single head's prediction, not an average of heads); the
+    termination head (model.termination_from='next') sees that rollout's next latents.
     """
     obs, act, rew, term = batch["obs"], batch["action"], batch["reward"], batch["terminated"]
     H, B = act.shape[:2]
@@ -116,7 +117,8 @@ def world_model_loss(
     head = noise["head"]
     z_head = jnp.take_along_axis(zk, head[None, None, :, None], axis=1)[:, 0]  # (H, B, L)
     zs = jnp.concatenate([z0[None], z_head], axis=0)  # (H+1, B, L)
-    r_logits, c_logit = model.reward_logits(params, zs[:-1], act)  # (H, B, bins), (H, B)
+    r_logits = model.reward_logits(params, zs[:-1], act)  # (H, B, bins)
+    c_logit = model.termination_logit(params, zs[:-1], act, zs[1:])  # (H, B)
     r_ce = ops.soft_ce(r_logits, rew, model.num_bins, model.vmin, model.vmax)
     reward_loss = jnp.sum(w * r_ce) / (H * B)
     continue_loss = jnp.sum(w * ops.sigmoid_bce(c_logit, term)) / (H * B)

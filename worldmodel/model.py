@@ -1,4 +1,4 @@
-"""Latent world model: encoder, K-head dynamics ensemble, reward+termination, critics, policy prior.
+"""Latent world model: encoder, K-head dynamics ensemble, reward, termination, critics, policy prior.
 
 `WorldModel` is a static description (hyperparameters + flax modules); its methods are pure
 functions of a params dict, so they can be jitted, vmapped and scanned freely.
@@ -42,6 +42,7 @@ class WorldModel:
     vmax: float = 10.0
     log_std_min: float = -10.0
     log_std_max: float = 2.0
+    termination_from: str = "next"  # P(terminal) of: "next" latent reached | "action" (z, a)
 
     def __post_init__(self):
         if self.latent_dim % self.simnorm_group:
@@ -51,6 +52,10 @@ class WorldModel:
             )
         if self.num_heads < 2:
             raise ConfigError("model.num_heads must be >= 2: disagreement needs an ensemble")
+        if self.termination_from not in ("next", "action"):
+            raise ConfigError(
+                f"model.termination_from must be 'next' or 'action', got {self.termination_from!r}"
+            )
         hidden = (self.hidden_dim,) * self.num_layers
         L, g = self.latent_dim, self.simnorm_group
         object.__setattr__(self, "_encoder", MLP((self.hidden_dim,), L, simnorm_group=g))
@@ -65,11 +70,16 @@ class WorldModel:
             "_dynamics_one",
             ensemble(StateActionMLP, 1, hidden=hidden, out=L, simnorm_group=g),
         )
-        # One head predicts the reward (two-hot logits) and the termination logit of (z_t, a_t):
-        # sharing it costs one column instead of a third MLP per imagined step.
+        # termination_from='action': the reward head also gives the termination logit of (z_t, a_t)
+        # (one column, no extra MLP). 'next' (TD-MPC2's choice): a small head on the latent
+        # reached, z_t+1 -- whether a state is terminal is a property of the state (Hopper: its
+        # torso angle), and a (z_t, a_t) head fitted to Hopper's ~2% terminal transitions
+        # memorised them: p_term 0.97 on trained ones, 0.02 on held-out ones (BENCHMARKS.md).
+        extra = int(self.termination_from == "action")
         object.__setattr__(
-            self, "_reward", StateActionMLP(hidden, self.num_bins + 1, zero_init=True)
+            self, "_reward", StateActionMLP(hidden, self.num_bins + extra, zero_init=True)
         )
+        object.__setattr__(self, "_term", MLP((self.hidden_dim,), 1, zero_init=True))
         object.__setattr__(
             self,
             "_q",
@@ -90,7 +100,8 @@ class WorldModel:
 
     # ----------------------------------------------------------------------------- init
     def init(self, *, key: jax.Array) -> dict:
-        """Fresh params {'encoder','dynamics','reward','q','pi','obs_heads'}."""
+        """Fresh params {'encoder','dynamics','reward','q','pi','obs_heads'} (+ 'term' with
+        termination_from='next')."""
         keys = jax.random.split(key, 5)
         obs = jnp.zeros((1, self.obs_dim))
         z = jnp.zeros((1, self.latent_dim))
@@ -99,7 +110,7 @@ class WorldModel:
         ak = jnp.zeros((self.num_heads, 1, self.act_dim))
         zq = jnp.zeros((self.num_q, 1, self.latent_dim))
         aq = jnp.zeros((self.num_q, 1, self.act_dim))
-        return {
+        params = {
             "encoder": self._encoder.init(keys[0], obs)["params"],
             "dynamics": self._dynamics.init(keys[1], zk, ak)["params"],
             "reward": self._reward.init(keys[2], z, a)["params"],
@@ -112,6 +123,9 @@ class WorldModel:
                 jnp.zeros((self.num_heads, 1, self.act_dim)),
             )["params"],
         }
+        if self.termination_from == "next":  # its own key stream too
+            params["term"] = self._term.init(jax.random.fold_in(key, 6), z)["params"]
+        return params
 
     # ----------------------------------------------------------------------------- parts
     def encode(self, params: dict, obs: jax.Array) -> jax.Array:
@@ -169,18 +183,24 @@ class WorldModel:
         """What the observation heads predict: symlog(next_obs) - symlog(obs) (..., D)."""
         return ops.symlog(next_obs) - ops.symlog(obs)
 
-    def reward_logits(self, params: dict, z: jax.Array, a: jax.Array):
-        """(reward two-hot logits (..., num_bins), termination logit (...,)) for taking a in z.
+    def reward_logits(self, params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
+        """Reward two-hot logits (..., num_bins) for taking a in z."""
+        return self._reward.apply({"params": params["reward"]}, z, a)[..., : self.num_bins]
 
-        The termination logit is that of the state reached: P(terminated_{t+1} | z_t, a_t).
-        """
-        out = self._reward.apply({"params": params["reward"]}, z, a)
-        return out[..., :-1], out[..., -1]
+    def reward(self, params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
+        """Predicted reward (...,) for taking a in z."""
+        return ops.two_hot_inv(self.reward_logits(params, z, a), self.vmin, self.vmax)
 
-    def reward(self, params: dict, z: jax.Array, a: jax.Array):
-        """(predicted reward (...,), termination probability (...,))."""
-        logits, term_logit = self.reward_logits(params, z, a)
-        return ops.two_hot_inv(logits, self.vmin, self.vmax), jax.nn.sigmoid(term_logit)
+    def termination_logit(self, params: dict, z: jax.Array, a: jax.Array, z_next: jax.Array):
+        """Logit (...,) that the step from z (..., L) by a (..., A) to z_next (..., L) ended the
+        episode: of z_next alone (termination_from='next') or of (z, a) ('action')."""
+        if self.termination_from == "next":
+            return self._term.apply({"params": params["term"]}, z_next)[..., 0]
+        return self._reward.apply({"params": params["reward"]}, z, a)[..., -1]
+
+    def termination(self, params: dict, z: jax.Array, a: jax.Array, z_next: jax.Array):
+        """P(terminated) (...,) of that step (see `termination_logit`)."""
+        return jax.nn.sigmoid(self.termination_logit(params, z, a, z_next))
 
     def q_logits(self, q_params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
         """All critics: (Q, ..., num_bins). Pass params['q'] or the target copy."""
