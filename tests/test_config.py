@@ -4,6 +4,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from worldmodel.config import (
     CONFIGS_DIR,
@@ -231,3 +232,17 @@ def test_real_configs_load(tmp_path):
         assert set(cfg) == set(base), path
         save_config(cfg, tmp_path / "config.yaml")
         assert config_from_file(tmp_path / "config.yaml") == cfg, path
+
+
+def test_runs_saved_before_a_key_existed_reload_as_they_were_built(tmp_path):
+    """A run saved before model.termination_from existed was built with the (z, a) head: its
+    config reloads so, while a fresh config (and a saved one that names it) keeps its value."""
+    cfg = load_config([])
+    assert cfg.model.termination_from == "next"
+    data = cfg.to_dict()
+    del data["model"]["termination_from"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert config_from_file(path).model.termination_from == "action"
+    save_config(cfg, path)
+    assert config_from_file(path).model.termination_from == "next"

@@ -43,6 +43,7 @@ def test_train_evaluate_resume(tmp_path):
     alone = json.loads((run / "eval-100.json").read_text())
     np.testing.assert_allclose(alone["returns"], final["prior"]["returns"], rtol=1e-5)
     assert alone["returns"] != result["returns"]  # the planner acted otherwise
+    _check_termination_report(run, tmp_path / "termination.json")
 
     assert train_script.main(["debug", f"run_dir={run}"]) == 0  # resumes up to steps=300
     later = _events(run)[len(events) :]
@@ -51,6 +52,24 @@ def test_train_evaluate_resume(tmp_path):
     assert all(e["env_step"] > 100 for e in later if e["kind"] in ("train", "episode"))
     assert _updates_at_checkpoints(later) == [(150, 150), (300, 300)]  # one update per step
     assert Checkpointer(run / "checkpoints").latest_step() == 300
+
+
+def _check_termination_report(run, out):
+    """scripts.termination_check on a trained run: its groups cover every stored transition."""
+    from scripts import termination_check
+    from scripts.bundle import load_run
+
+    assert termination_check.main([str(run), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())["model"]
+    agent, state, _, _, replay = load_run(run)
+    stored = int(replay["size"]) * np.asarray(replay["obs"]).shape[0]
+    groups = ("terminal, trained", "terminal, held out", "not terminal")
+    assert sum(report[g]["n"] for g in groups) == stored
+    assert report["terminal, trained"]["n"] > 0  # the point mass's episodes end at its goal
+    assert all(0 <= report[g]["p_term"] <= 1 for g in groups if report[g]["n"])
+    fits = termination_check.refit(agent, state.params, replay, folds=2, steps=20)
+    assert set(fits) == {"(z_t, a_t)", "z_t+1 (encoded)", "next observation"}
+    assert all(0 <= f["false_positive_rate"] <= 1 for f in fits.values())
 
 
 def _one_error_line(capsys):

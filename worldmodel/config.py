@@ -388,10 +388,25 @@ def apply_overrides(cfg: Config, args: Sequence[str], *, sections: Sequence[str]
 def config_from_file(
     path: str | os.PathLike, *, configs_dir: str | os.PathLike = CONFIGS_DIR
 ) -> Config:
-    """Reload a config saved by `save_config`, validated against the current defaults."""
+    """Reload a config saved by `save_config`, validated against the current defaults.
+
+    A key the saved file lacks takes its default, except where the default changed what a run
+    builds since the key was added: those keys (`SAVED_BEFORE`) take the value every run made
+    before them had, so an older run's checkpoint still loads and acts as it was trained.
+    """
     defaults = _load_defaults(Path(configs_dir))
-    data = _merge(defaults, _read_yaml(Path(path)), schema=defaults, source=str(path))
+    saved = _read_yaml(Path(path))
+    for dotted, value in SAVED_BEFORE.items():
+        section, key = dotted.split(".")
+        known = key in (defaults.get(section) or {})
+        if known and isinstance(saved.get(section), dict) and key not in saved[section]:
+            saved[section][key] = value
+    data = _merge(defaults, saved, schema=defaults, source=str(path))
     return Config(data, _schema=defaults)
+
+
+# key -> the value runs saved before the key existed were built with
+SAVED_BEFORE = {"model.termination_from": "action"}
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
