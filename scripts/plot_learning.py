@@ -22,12 +22,12 @@ import yaml
 from worldmodel.errors import UserError
 
 
-def _run_curve(
-    run_dir: Path, train_bin: int = 0
-) -> tuple[str, tuple[np.ndarray, np.ndarray]] | None:
-    """(env id, (steps, mean returns)) of a run folder's eval records (or, with train_bin > 0,
-    its training episodes' returns averaged per train_bin steps); None when it has none."""
+def _run_curve(run_dir: Path, train_bin: int = 0) -> tuple[str, tuple, tuple | None] | None:
+    """(env id, (steps, mean returns), the prior-alone curve or None) of a run folder's eval
+    records (or, with train_bin > 0, its training episodes' returns averaged per train_bin
+    steps, and no prior curve); None when it has none."""
     by_step: dict[int, float] = {}
+    prior: dict[int, float] = {}
     bins: dict[int, list[float]] = {}
     for n, line in enumerate((run_dir / "metrics.jsonl").read_text().splitlines(), 1):
         if not line.strip():
@@ -38,6 +38,8 @@ def _run_curve(
             raise UserError(f"{run_dir / 'metrics.jsonl'} line {n} is not JSON: {err}") from err
         if record.get("kind") == "eval" and not train_bin:
             by_step[int(record["env_step"])] = float(record["mean"])  # a resume may repeat one
+            if "prior" in record:
+                prior[int(record["env_step"])] = float(record["prior"]["mean"])
         elif record.get("kind") == "episode" and train_bin:
             end = -(-int(record["env_step"]) // train_bin) * train_bin  # the bin's last step
             bins.setdefault(end, []).append(float(record["return"]))
@@ -49,39 +51,48 @@ def _run_curve(
     if config.is_file():
         data = yaml.safe_load(config.read_text()) or {}
         env_id = str((data.get("env") or {}).get("id", env_id))
+    return env_id, _sorted(by_step), _sorted(prior) if prior else None
+
+
+def _sorted(by_step: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
     steps = np.array(sorted(by_step), float)
-    return env_id, (steps, np.array([by_step[int(s)] for s in steps]))
+    return steps, np.array([by_step[int(s)] for s in steps])
 
 
-def _benchmark_curves(path: Path) -> tuple[str, list]:
+def _benchmark_curves(path: Path) -> tuple[str, list, list]:
+    """(task, [(steps, returns)] per run, the same for the prior alone where recorded)."""
     data = json.loads(path.read_text())
-    runs = [
-        (
-            np.array([e["env_step"] for e in run["evals"]], float),
-            np.array([e["mean"] for e in run["evals"]], float),
-        )
-        for run in data["runs"]
-    ]
-    return data["task"], runs
+    runs, priors = [], []
+    for run in data["runs"]:
+        runs.append(_sorted({e["env_step"]: e["mean"] for e in run["evals"]}))
+        prior = {e["env_step"]: e["prior"]["mean"] for e in run["evals"] if "prior" in e}
+        if prior:
+            priors.append(_sorted(prior))
+    return data["task"], runs, priors
 
 
 def collect(
     paths: list[Path], train_bin: int = 0
 ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
     """{env id: [(steps (T,), returns (T,)) per run]} from run folders, folders of runs and
-    benchmark JSON files. Raises UserError when a path holds none."""
+    benchmark JSON files; evaluations that also played the policy prior alone (eval.prior_too)
+    add the group '<env id> (prior alone)'. Raises UserError when a path holds none."""
     groups: dict[str, list] = {}
     for path in paths:
         found = 0
         if path.is_file() and path.suffix == ".json":
-            name, runs = _benchmark_curves(path)
+            name, runs, priors = _benchmark_curves(path)
             groups.setdefault(name, []).extend(runs)
+            if priors:
+                groups.setdefault(f"{name} (prior alone)", []).extend(priors)
             found = len(runs)
         elif path.is_dir():
             for metrics in sorted(path.rglob("metrics.jsonl")):
                 curve = _run_curve(metrics.parent, train_bin)
                 if curve is not None:
                     groups.setdefault(curve[0], []).append(curve[1])
+                    if curve[2] is not None:
+                        groups.setdefault(f"{curve[0]} (prior alone)", []).append(curve[2])
                     found += 1
         elif not path.exists():
             raise UserError(f"{path} does not exist")

@@ -122,6 +122,10 @@ def test_benchmark_learning_records_and_resumes(tmp_path):
     assert [e["env_step"] for e in again["evals"]] == [150, 300]
     assert all(len(e["returns"]) == 2 for e in again["evals"])
     assert all(len(e["prior"]["returns"]) == 2 for e in again["evals"])
+    from scripts.plot_learning import collect
+
+    groups = collect([out])  # the prior-alone curve is plotted beside the planner's
+    assert [len(s) for s, _ in groups["debug (prior alone)"]] == [2]
     assert benchmark_learning.main(["debug", "--seeds", "0", "1", "--runs", str(run)]) == 2
 
 

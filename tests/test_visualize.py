@@ -238,11 +238,13 @@ def test_visualize_steps_past_the_episode_is_one_error_line(pm_run, tmp_path, ca
 
 
 # ----------------------------------------------------------------------------- plots, sinks
-def _write_run(folder, env_id, seed, evals):
+def _write_run(folder, env_id, seed, evals, prior=None):
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(f"seed: {seed}\nenv:\n  id: {env_id}\n")
     lines = [{"kind": "train", "env_step": 5, "loss": 1.0}]
     lines += [{"kind": "eval", "env_step": s, "mean": m, "std": 0.0} for s, m in evals]
+    for line, p in zip(lines[1:], prior or [], strict=False):
+        line["prior"] = {"mean": p, "std": 0.0, "returns": [p], "lengths": [1]}
     (folder / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
 
 
@@ -250,9 +252,12 @@ def test_plots_from_synthetic_run_folders(tmp_path):
     runs = tmp_path / "runs"
     _write_run(runs / "a0", "Hopper-v5", 0, [(0, 1.0), (100, 5.0), (200, 9.0)])
     _write_run(runs / "a1", "Hopper-v5", 1, [(0, 2.0), (100, 7.0), (200, 8.0)])
-    _write_run(runs / "b0", "HalfCheetah-v5", 0, [(0, -1.0), (150, 3.0)])
+    _write_run(runs / "b0", "HalfCheetah-v5", 0, [(0, -1.0), (150, 3.0)], prior=[-2.0, 4.0])
     groups = plot_learning.collect([runs])
-    assert sorted(groups) == ["HalfCheetah-v5", "Hopper-v5"] and len(groups["Hopper-v5"]) == 2
+    assert sorted(groups) == ["HalfCheetah-v5", "HalfCheetah-v5 (prior alone)", "Hopper-v5"]
+    assert len(groups["Hopper-v5"]) == 2
+    ((steps, prior_means),) = groups["HalfCheetah-v5 (prior alone)"]
+    assert steps.tolist() == [0.0, 150.0] and prior_means.tolist() == [-2.0, 4.0]
     out = tmp_path / "learning.png"
     assert plot_learning.main([str(runs), "--out", str(out), "--band", "minmax"]) == 0
     assert imageio.imread(out).shape[2] in (3, 4)
