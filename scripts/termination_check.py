@@ -3,7 +3,8 @@
 
 Splits the checkpoint's stored transitions into terminal ones the model trained on, terminal ones
 held out for calibration (never trained on: abstain.holdout) and the rest, and prints for each
-the mean predicted P(terminated) (of the step, on encoded latents) and the mean critic value
+the mean predicted P(terminated) of the step (on the encoded next latent, and on the dynamics
+heads' imagined ones, which the planner sees) and the mean critic value
 Q(s_t, a_t), then the same for the k = 1..5 steps before a terminal transition. A head that is
 right on trained terminals and wrong on held-out ones has memorised them: that is what the
 (z_t, a_t) head did on Hopper (BENCHMARKS.md). `--refit` also fits, 5-fold by episode over all
@@ -29,13 +30,17 @@ def _flat(replay: dict, key: str) -> np.ndarray:
 
 
 def model_view(agent, params, replay: dict) -> dict:
-    """Per stored transition: p_term (N,), q (N,) (critics' mean), terminal (N,), held (N,),
-    episode (N,) ids (negative: held out)."""
+    """Per stored transition: p_term (N,) on the encoded next latent, p_imagined (N,) the mean
+    over dynamics heads of p_term on each head's predicted next latent (what the planner sees),
+    q (N,) (critics' mean), terminal (N,), held (N,), episode (N,) ids (negative: held out)."""
     wm = agent.model
     obs, act, nxt = (_flat(replay, k).astype(np.float32) for k in ("obs", "action", "next_obs"))
     z, z_next = wm.encode(params, obs), wm.encode(params, nxt)
+    z_heads = wm.next_all(params, z, act)  # (K, N, L)
+    p_heads = wm.termination(params, z[None], act[None], z_heads)  # (K, N)
     return {
         "p_term": np.asarray(wm.termination(params, z, act, z_next)),
+        "p_imagined": np.asarray(p_heads.mean(axis=0)),
         "q": np.asarray(wm.q_values(params["q"], z, act).mean(axis=0)),
         "terminal": _flat(replay, "terminated").astype(bool),
         "held": _flat(replay, "episode") < -1,
@@ -51,10 +56,8 @@ def summarize(view: dict) -> dict:
     out = {}
     for name, m in groups.items():
         n = int(m.sum())
-        out[name] = {
-            "n": n,
-            "p_term": float(view["p_term"][m].mean()) if n else None,
-            "q": float(view["q"][m].mean()) if n else None,
+        out[name] = {"n": n} | {
+            k: float(view[k][m].mean()) if n else None for k in ("p_term", "p_imagined", "q")
         }
     ends, episode = np.flatnonzero(term), view["episode"]
     for k in range(1, 6):
@@ -62,10 +65,8 @@ def summarize(view: dict) -> dict:
         keep = j >= 0
         j, e = j[keep], ends[keep]
         j = j[episode[j] == episode[e]]  # the same episode (not a shorter one, not a ring wrap)
-        out[f"{k} before a terminal"] = {
-            "n": len(j),
-            "p_term": float(view["p_term"][j].mean()) if len(j) else None,
-            "q": float(view["q"][j].mean()) if len(j) else None,
+        out[f"{k} before a terminal"] = {"n": len(j)} | {
+            c: float(view[c][j].mean()) if len(j) else None for c in ("p_term", "p_imagined", "q")
         }
     return out
 
@@ -150,9 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     result = {"run_dir": str(args.run_dir), "step": int(meta["env_steps"]), "env_id": cfg.env.id}
     result["model"] = summarize(model_view(agent, state.params, replay))
     for name, row in result["model"].items():
-        p = "   -  " if row["p_term"] is None else f"{row['p_term']:.3f}"
-        q = "   -  " if row["q"] is None else f"{row['q']:7.1f}"
-        print(f"{name:22s} n={row['n']:6d}  P(terminated) {p}  Q {q}")
+        if row["n"] == 0:
+            print(f"{name:22s} n=     0")
+            continue
+        print(
+            f"{name:22s} n={row['n']:6d}  P(terminated) {row['p_term']:.3f} "
+            f"(imagined {row['p_imagined']:.3f})  Q {row['q']:7.1f}"
+        )
     if args.refit:
         result["refit"] = refit(agent, state.params, replay)
         for name, row in result["refit"].items():

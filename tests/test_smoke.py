@@ -66,7 +66,9 @@ def _check_termination_report(run, out):
     groups = ("terminal, trained", "terminal, held out", "not terminal")
     assert sum(report[g]["n"] for g in groups) == stored
     assert report["terminal, trained"]["n"] > 0  # the point mass's episodes end at its goal
-    assert all(0 <= report[g]["p_term"] <= 1 for g in groups if report[g]["n"])
+    assert all(
+        0 <= report[g][k] <= 1 for g in groups for k in ("p_term", "p_imagined") if report[g]["n"]
+    )
     fits = termination_check.refit(agent, state.params, replay, folds=2, steps=20)
     assert set(fits) == {"(z_t, a_t)", "z_t+1 (encoded)", "next observation"}
     assert all(0 <= f["false_positive_rate"] <= 1 for f in fits.values())
