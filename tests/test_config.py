@@ -236,8 +236,8 @@ def test_real_configs_load(tmp_path):
 
 def test_runs_saved_before_a_key_existed_reload_as_they_were_built(tmp_path):
     """A run saved before model.termination_from existed was built with the (z, a) head: its
-    config reloads so, while a fresh config (and a saved one that names it) keeps its value."""
-    cfg = load_config([])
+    config reloads so, while a saved one that names the key keeps its value."""
+    cfg = load_config(["model.termination_from=next"])
     assert cfg.model.termination_from == "next"
     data = cfg.to_dict()
     del data["model"]["termination_from"]

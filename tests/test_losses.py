@@ -162,18 +162,18 @@ def test_rollout_heads_scan_equals_python_loop(setup):
     assert float(jnp.abs(got[-1, 0] - got[-1, 1]).max()) > 1e-3
 
 
-def _action_termination_setup(tiny):
-    """The model with termination_from='action' (the logit is a column of the reward head)."""
-    model = dataclasses.replace(tiny.model(), termination_from="action")
+def _next_termination_setup(tiny):
+    """The model with termination_from='next' (its own head on the latent reached)."""
+    model = dataclasses.replace(tiny.model(), termination_from="next")
     params = tiny.perturb(jax.jit(lambda k: model.init(key=k))(jax.random.key(0)), seed=1)
-    assert "term" not in params
+    assert "term" in params
     return model, params, tiny.perturb(params["q"], seed=2)
 
 
 @pytest.mark.parametrize("termination_from", ["next", "action"])
 def test_world_model_loss_matches_reference(setup, tiny, termination_from):
     model, params, target_q = (
-        setup if termination_from == "next" else _action_termination_setup(tiny)
+        setup if termination_from == "action" else _next_termination_setup(tiny)
     )
     assert model.termination_from == termination_from
     cfg = CFG
@@ -190,8 +190,8 @@ def test_world_model_loss_matches_reference(setup, tiny, termination_from):
     np.testing.assert_allclose(float(total), ref_total, rtol=1e-5, atol=1e-5)
 
 
-def test_next_state_termination_sees_only_the_latent_reached(setup):
-    model, params, _ = setup
+def test_next_state_termination_sees_only_the_latent_reached(tiny):
+    model, params, _ = _next_termination_setup(tiny)
     rng = np.random.default_rng(3)
     z1, z2, zn = (
         jax.nn.softmax(jnp.asarray(rng.normal(size=(B, model.latent_dim)))) for _ in "abc"

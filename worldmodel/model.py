@@ -42,7 +42,7 @@ class WorldModel:
     vmax: float = 10.0
     log_std_min: float = -10.0
     log_std_max: float = 2.0
-    termination_from: str = "next"  # P(terminal) of: "next" latent reached | "action" (z, a)
+    termination_from: str = "action"  # P(terminal) of: "next" latent reached | "action" (z, a)
 
     def __post_init__(self):
         if self.latent_dim % self.simnorm_group:
