@@ -145,17 +145,14 @@ def train(
     def run_eval(step: int) -> dict:
         nonlocal last_eval
         ev, e = cfg.eval, env_cfg
-        result = {"step": step} | evaluate(
+        play = lambda plan: evaluate(  # noqa: E731
             agent, acting, env_id=e.id, episodes=ev.episodes, seed=seed + ev.seed_offset,
-            plan=ev.plan, action_repeat=e.action_repeat, max_episode_steps=e.max_episode_steps,
+            plan=plan, action_repeat=e.action_repeat, max_episode_steps=e.max_episode_steps,
             calib=calibrator.calib, shift=shift,
         )  # fmt: skip
+        result = {"step": step} | play(ev.plan)
         if ev.plan and ev.prior_too:  # the same seeds acted on by the prior alone
-            prior = evaluate(
-                agent, acting, env_id=e.id, episodes=ev.episodes, seed=seed + ev.seed_offset,
-                plan=False, action_repeat=e.action_repeat, max_episode_steps=e.max_episode_steps,
-                calib=calibrator.calib, shift=shift,
-            )  # fmt: skip
+            prior = play(False)
             result["prior"] = {k: prior[k] for k in ("mean", "std", "returns", "lengths")}
         emit("eval", step, result)
         last_eval = result

@@ -236,13 +236,22 @@ def test_real_configs_load(tmp_path):
 
 def test_runs_saved_before_a_key_existed_reload_as_they_were_built(tmp_path):
     """A run saved before model.termination_from existed was built with the (z, a) head: its
-    config reloads so, while a saved one that names the key keeps its value."""
-    cfg = load_config(["model.termination_from=next"])
+    config reloads so even where the default is another value (here a configs folder whose
+    default is 'next', so the reload cannot pass by the default alone), while a saved one that
+    names the key keeps its value."""
+    cdir = tmp_path / "configs"
+    cdir.mkdir()
+    text = (CONFIGS_DIR / "defaults.yaml").read_text()
+    assert "termination_from: action" in text
+    (cdir / "defaults.yaml").write_text(
+        text.replace("termination_from: action", "termination_from: next")
+    )
+    cfg = load_config([], configs_dir=cdir)
     assert cfg.model.termination_from == "next"
     data = cfg.to_dict()
     del data["model"]["termination_from"]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
-    assert config_from_file(path).model.termination_from == "action"
+    assert config_from_file(path, configs_dir=cdir).model.termination_from == "action"
     save_config(cfg, path)
-    assert config_from_file(path).model.termination_from == "next"
+    assert config_from_file(path, configs_dir=cdir).model.termination_from == "next"
