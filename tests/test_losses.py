@@ -20,6 +20,7 @@ CFG = LossConfig(
     reward_coef=0.5,
     value_coef=0.25,
     continue_coef=2.0,
+    encoded_continue_coef=1.5,
     discount=0.9,
 )
 
@@ -88,6 +89,14 @@ def _reference_loss(model, cfg, params, target_q, batch, key):
             roll[k, t] = f64(z)
     zs = np.stack([f64(z0)] + [roll[head, t, np.arange(B)] for t in range(H)])  # (H+1, B, L)
     next_a = f64(pi(params, jnp.asarray(next_z, jnp.float32), key=key_td)[0])
+    # termination head on the encoded latents of every step (mask weights, no rho)
+    z_obs = [enc(params, obs[t]) for t in range(H + 1)]
+    enc_cont = 0.0
+    for t in range(H):
+        e_log = f64(term_logit(params, z_obs[t], act[t], z_obs[t + 1]))
+        for b in range(B):
+            p = 1 / (1 + np.exp(-e_log[b]))
+            enc_cont += mask[t, b] * -(term[t, b] * np.log(p) + (1 - term[t, b]) * np.log(1 - p))
 
     def ce(logits, x):
         return -(_two_hot(np.float64(x), n, vmin, vmax) * _log_softmax(f64(logits))).sum()
@@ -128,6 +137,7 @@ def _reference_loss(model, cfg, params, target_q, batch, key):
         "consistency_loss": cons / (H * B),
         "reward_loss": rew_l / (H * B),
         "continue_loss": cont_l / (H * B),
+        "encoded_continue_loss": enc_cont / (H * B),
         "value_loss": val_l / (H * B),
         "td_target": td_sum / mask.sum(),
     }
@@ -136,6 +146,7 @@ def _reference_loss(model, cfg, params, target_q, batch, key):
         + cfg.reward_coef * terms["reward_loss"]
         + cfg.value_coef * terms["value_loss"]
         + cfg.continue_coef * terms["continue_loss"]
+        + cfg.encoded_continue_coef * terms["encoded_continue_loss"]
         + cfg.obs_coef * terms["obs_loss"]
     )
     return total, terms

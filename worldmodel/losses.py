@@ -28,6 +28,7 @@ class LossConfig:
     reward_coef: float = 0.1
     value_coef: float = 0.1
     continue_coef: float = 1.0
+    encoded_continue_coef: float = 0.0
     entropy_coef: float = 1e-4
     td_lambda: float = 0.0
     obs_coef: float = 1.0
@@ -108,8 +109,8 @@ def world_model_loss(
     w = (cfg.rho ** jnp.arange(H, dtype=jnp.float32))[:, None] * mask  # (H, B)
     noise = world_model_noise(model, key, H, B) if noise is None else noise
 
-    next_z = sg(model.encode(params, obs[1:]))  # (H, B, L) consistency + TD targets
-    z0 = model.encode(params, obs[0])  # (B, L)
+    z_enc = model.encode(params, obs)  # (H+1, B, L) every real observation's latent
+    z0, next_z = z_enc[0], sg(z_enc[1:])  # start (B, L); consistency + TD targets (H, B, L)
     zk = rollout_heads(model, params, z0, act)  # (H, K, B, L)
     err = jnp.mean((zk - next_z[:, None]) ** 2, axis=(1, 3))  # (H, B)
     consistency = jnp.sum(w * err) / (H * B)
@@ -122,6 +123,10 @@ def world_model_loss(
     r_ce = ops.soft_ce(r_logits, rew, model.num_bins, model.vmin, model.vmax)
     reward_loss = jnp.sum(w * r_ce) / (H * B)
     continue_loss = jnp.sum(w * ops.sigmoid_bce(c_logit, term)) / (H * B)
+    # The same head on encoded latents (every step, no rho decay), gradient into the encoder:
+    # makes the encoder keep what tells a termination (BENCHMARKS, Hopper).
+    e_logit = model.termination_logit(params, z_enc[:-1], act, z_enc[1:])  # (H, B)
+    encoded_continue_loss = jnp.sum(mask * ops.sigmoid_bce(e_logit, term)) / (H * B)
 
     next_a, _, _ = model.pi(sg(params), next_z, eps=noise["eps"])
     q_next = model.q_values(target_q, next_z, next_a).min(axis=0)  # (H, B) pessimistic target
@@ -141,6 +146,7 @@ def world_model_loss(
         + cfg.reward_coef * reward_loss
         + cfg.value_coef * value_loss
         + cfg.continue_coef * continue_loss
+        + cfg.encoded_continue_coef * encoded_continue_loss
         + cfg.obs_coef * obs_loss
     )
     valid = jnp.concatenate([jnp.ones((1, B)), mask], axis=0)  # (H+1, B) latents inside episode
@@ -149,6 +155,7 @@ def world_model_loss(
         "reward_loss": reward_loss,
         "value_loss": value_loss,
         "continue_loss": continue_loss,
+        "encoded_continue_loss": encoded_continue_loss,
         "obs_loss": obs_loss,
         "td_target": jnp.sum(td_target * mask) / jnp.sum(mask),
         "disagreement": zk.var(axis=1).mean(),
