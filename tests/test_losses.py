@@ -89,14 +89,21 @@ def _reference_loss(model, cfg, params, target_q, batch, key):
             roll[k, t] = f64(z)
     zs = np.stack([f64(z0)] + [roll[head, t, np.arange(B)] for t in range(H)])  # (H+1, B, L)
     next_a = f64(pi(params, jnp.asarray(next_z, jnp.float32), key=key_td)[0])
+
+    def term_error(z, t, z_next):  # (B,) BCE of the logit, or the rule dims' squared error
+        if model.termination_from == "bounds":
+            got = f64(jax.jit(model.bounded_obs)(params, jnp.asarray(z_next, jnp.float32)))
+            want = f64(obs[t + 1])[:, [i for i, _, _ in model.rule]]
+            return ((got - want) ** 2).sum(-1)
+        e_log = f64(term_logit(params, jnp.asarray(z, jnp.float32), act[t], z_next))
+        p = 1 / (1 + np.exp(-e_log))
+        return -(term[t] * np.log(p) + (1 - term[t]) * np.log(1 - p))
+
     # termination head on the encoded latents of every step (mask weights, no rho)
     z_obs = [enc(params, obs[t]) for t in range(H + 1)]
     enc_cont = 0.0
     for t in range(H):
-        e_log = f64(term_logit(params, z_obs[t], act[t], z_obs[t + 1]))
-        for b in range(B):
-            p = 1 / (1 + np.exp(-e_log[b]))
-            enc_cont += mask[t, b] * -(term[t, b] * np.log(p) + (1 - term[t, b]) * np.log(1 - p))
+        enc_cont += (mask[t] * term_error(z_obs[t], t, z_obs[t + 1])).sum()
 
     def ce(logits, x):
         return -(_two_hot(np.float64(x), n, vmin, vmax) * _log_softmax(f64(logits))).sum()
@@ -107,7 +114,7 @@ def _reference_loss(model, cfg, params, target_q, batch, key):
         z32 = jnp.asarray(zs[t], jnp.float32)
         r_log = f64(rew_logits(params, z32, act[t]))
         # termination of the step: from the latent this sequence's head reached, zs[t + 1]
-        c_log = f64(term_logit(params, z32, act[t], jnp.asarray(zs[t + 1], jnp.float32)))
+        c_err = term_error(z32, t, jnp.asarray(zs[t + 1], jnp.float32))
         q_log = f64(q_logits(params["q"], z32, act[t]))  # (Q, B, bins)
         q_next = _decode(
             f64(q_logits(target_q, jnp.asarray(next_z[t], jnp.float32), next_a[t])), vmin, vmax
@@ -116,8 +123,7 @@ def _reference_loss(model, cfg, params, target_q, batch, key):
             w = cfg.rho**t * mask[t, b]
             cons += w * np.mean([np.mean((roll[k, t, b] - next_z[t, b]) ** 2) for k in range(K)])
             rew_l += w * ce(r_log[b], rew[t, b])
-            p = 1 / (1 + np.exp(-c_log[b]))
-            cont_l += w * -(term[t, b] * np.log(p) + (1 - term[t, b]) * np.log(1 - p))
+            cont_l += w * c_err[b]
             td = rew[t, b] + cfg.discount * (1 - term[t, b]) * q_next[b]
             td_sum += mask[t, b] * td
             val_l += w * np.mean([ce(q_log[i, b], td) for i in range(Q)])
@@ -173,18 +179,22 @@ def test_rollout_heads_scan_equals_python_loop(setup):
     assert float(jnp.abs(got[-1, 0] - got[-1, 1]).max()) > 1e-3
 
 
-def _next_termination_setup(tiny):
-    """The model with termination_from='next' (its own head on the latent reached)."""
-    model = dataclasses.replace(tiny.model(), termination_from="next")
+RULE = ((0, -0.5, None), (2, -1.0, 1.0))  # a made-up rule on the point mass's obs dims
+
+
+def _next_termination_setup(tiny, mode="next"):
+    """The model with termination_from='next' (its own head on the latent reached) or 'bounds'
+    (that head reads the rule's obs dims from the latent reached)."""
+    model = dataclasses.replace(tiny.model(), termination_from=mode, termination_bounds=RULE)
     params = tiny.perturb(jax.jit(lambda k: model.init(key=k))(jax.random.key(0)), seed=1)
     assert "term" in params
     return model, params, tiny.perturb(params["q"], seed=2)
 
 
-@pytest.mark.parametrize("termination_from", ["next", "action"])
+@pytest.mark.parametrize("termination_from", ["next", "action", "bounds"])
 def test_world_model_loss_matches_reference(setup, tiny, termination_from):
     model, params, target_q = (
-        setup if termination_from == "action" else _next_termination_setup(tiny)
+        setup if termination_from == "action" else _next_termination_setup(tiny, termination_from)
     )
     assert model.termination_from == termination_from
     cfg = CFG

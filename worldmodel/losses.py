@@ -8,6 +8,7 @@ terminated (H, B). H = training horizon, K = dynamics heads, Q = critics.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +75,16 @@ def lambda_returns(
     return jnp.stack(out[::-1])
 
 
+def _termination_error(model, params, obs, act, term, zs) -> jax.Array:
+    """Per-step termination loss (H, B) along latents zs (H+1, B, L): the BCE of the step's
+    termination logit, or with termination_from='bounds' the squared error of the rule's obs dims
+    read from z_t+1 against the real next observation's (summed over the dims)."""
+    if model.termination_from == "bounds":
+        idx = jnp.asarray([b[0] for b in model.rule])
+        return jnp.sum((model.bounded_obs(params, zs[1:]) - obs[1:][..., idx]) ** 2, axis=-1)
+    return ops.sigmoid_bce(model.termination_logit(params, zs[:-1], act, zs[1:]), term)
+
+
 def world_model_noise(model: WorldModel, key: jax.Array, H: int, B: int) -> dict:
     """The randomness of `world_model_loss` for a batch of B sequences of horizon H: which head's
     rollout each sequence trains the reward/value heads on, head (B,) int, and the policy noise of
@@ -119,14 +130,14 @@ def world_model_loss(
     z_head = jnp.take_along_axis(zk, head[None, None, :, None], axis=1)[:, 0]  # (H, B, L)
     zs = jnp.concatenate([z0[None], z_head], axis=0)  # (H+1, B, L)
     r_logits = model.reward_logits(params, zs[:-1], act)  # (H, B, bins)
-    c_logit = model.termination_logit(params, zs[:-1], act, zs[1:])  # (H, B)
     r_ce = ops.soft_ce(r_logits, rew, model.num_bins, model.vmin, model.vmax)
     reward_loss = jnp.sum(w * r_ce) / (H * B)
-    continue_loss = jnp.sum(w * ops.sigmoid_bce(c_logit, term)) / (H * B)
-    # The same head on encoded latents (every step, no rho decay), gradient into the encoder:
+    # The termination head on the imagined latents (continue_loss) and on the encoded ones of
+    # every step, no rho decay, gradient into the encoder (encoded_continue_loss): the second
     # makes the encoder keep what tells a termination (BENCHMARKS, Hopper).
-    e_logit = model.termination_logit(params, z_enc[:-1], act, z_enc[1:])  # (H, B)
-    encoded_continue_loss = jnp.sum(mask * ops.sigmoid_bce(e_logit, term)) / (H * B)
+    term_err = functools.partial(_termination_error, model, params, obs, act, term)
+    continue_loss = jnp.sum(w * term_err(zs)) / (H * B)
+    encoded_continue_loss = jnp.sum(mask * term_err(z_enc)) / (H * B)
 
     next_a, _, _ = model.pi(sg(params), next_z, eps=noise["eps"])
     q_next = model.q_values(target_q, next_z, next_a).min(axis=0)  # (H, B) pessimistic target

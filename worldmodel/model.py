@@ -23,6 +23,27 @@ from worldmodel import ops
 from worldmodel.errors import ConfigError
 from worldmodel.networks import MLP, StateActionMLP, ensemble
 
+BOUNDS_SHARPNESS = 1e-3  # obs units over which the known termination rule goes from 0 to 1
+
+
+def _check_bounds(bounds, obs_dim: int) -> tuple:
+    """((index, low, high), ...) with None -> -inf / inf; a clear error for a malformed rule."""
+    out = []
+    for b in bounds:
+        ok = isinstance(b, list | tuple) and len(b) == 3 and isinstance(b[0], int)
+        ok = ok and all(v is None or isinstance(v, int | float) for v in b[1:])
+        if not ok or not 0 <= b[0] < obs_dim:
+            raise ConfigError(
+                f"model.termination_bounds entry {b!r} must be [obs index in 0..{obs_dim - 1}, "
+                "low, high] with numbers or null"
+            )
+        low = -float("inf") if b[1] is None else float(b[1])
+        high = float("inf") if b[2] is None else float(b[2])
+        if not low < high:
+            raise ConfigError(f"model.termination_bounds entry {list(b)!r} needs low < high")
+        out.append((int(b[0]), low, high))
+    return tuple(out)
+
 
 @dataclasses.dataclass(frozen=True)
 class WorldModel:
@@ -42,7 +63,10 @@ class WorldModel:
     vmax: float = 10.0
     log_std_min: float = -10.0
     log_std_max: float = 2.0
-    termination_from: str = "action"  # P(terminal) of: "next" latent reached | "action" (z, a)
+    termination_from: str = "action"  # P(terminal) of: "action" (z, a) | "next" latent | "bounds"
+    # termination_from='bounds': the task's known rule, ((obs index, low, high), ...): the episode
+    # ends when an observation dim leaves its open interval (None = unbounded on that side).
+    termination_bounds: tuple = ()
 
     def __post_init__(self):
         if self.latent_dim % self.simnorm_group:
@@ -52,9 +76,16 @@ class WorldModel:
             )
         if self.num_heads < 2:
             raise ConfigError("model.num_heads must be >= 2: disagreement needs an ensemble")
-        if self.termination_from not in ("next", "action"):
+        if self.termination_from not in ("next", "action", "bounds"):
             raise ConfigError(
-                f"model.termination_from must be 'next' or 'action', got {self.termination_from!r}"
+                "model.termination_from must be 'action', 'next' or 'bounds', "
+                f"got {self.termination_from!r}"
+            )
+        object.__setattr__(self, "_bounds", _check_bounds(self.termination_bounds, self.obs_dim))
+        if self.termination_from == "bounds" and not self._bounds:
+            raise ConfigError(
+                "model.termination_from=bounds needs model.termination_bounds, e.g. "
+                "[[0, 0.7, null], [1, -0.2, 0.2]] (obs index, low, high) as in configs/tasks/hopper.yaml"
             )
         hidden = (self.hidden_dim,) * self.num_layers
         L, g = self.latent_dim, self.simnorm_group
@@ -74,12 +105,15 @@ class WorldModel:
         # (one column, no extra MLP). 'next' (TD-MPC2's choice): a small head on the latent
         # reached, z_t+1 (whether a state is terminal is a property of the state). On Hopper both
         # memorise the ~2% terminal transitions they train on and miss most held-out ones
-        # (P 0.13 vs 0.16 on held-out falls in matched runs; BENCHMARKS.md).
+        # (P 0.13 vs 0.16 on held-out falls in matched runs; BENCHMARKS.md). 'bounds': the same
+        # small head regresses the observation dims of the task's known termination rule from
+        # z_t+1 (a dense target on every step, not a rare label), and the rule is applied to them.
         extra = int(self.termination_from == "action")
         object.__setattr__(
             self, "_reward", StateActionMLP(hidden, self.num_bins + extra, zero_init=True)
         )
-        object.__setattr__(self, "_term", MLP((self.hidden_dim,), 1, zero_init=True))
+        n_term = len(self._bounds) if self.termination_from == "bounds" else 1
+        object.__setattr__(self, "_term", MLP((self.hidden_dim,), n_term, zero_init=True))
         object.__setattr__(
             self,
             "_q",
@@ -101,7 +135,7 @@ class WorldModel:
     # ----------------------------------------------------------------------------- init
     def init(self, *, key: jax.Array) -> dict:
         """Fresh params {'encoder','dynamics','reward','q','pi','obs_heads'} (+ 'term' with
-        termination_from='next')."""
+        termination_from='next' or 'bounds')."""
         keys = jax.random.split(key, 5)
         obs = jnp.zeros((1, self.obs_dim))
         z = jnp.zeros((1, self.latent_dim))
@@ -123,9 +157,14 @@ class WorldModel:
                 jnp.zeros((self.num_heads, 1, self.act_dim)),
             )["params"],
         }
-        if self.termination_from == "next":  # its own key stream too
+        if self.termination_from in ("next", "bounds"):  # its own key stream too
             params["term"] = self._term.init(jax.random.fold_in(key, 6), z)["params"]
         return params
+
+    @property
+    def rule(self) -> tuple:
+        """The known termination rule, parsed: ((obs index, low, high), ...), +-inf if open."""
+        return self._bounds
 
     # ----------------------------------------------------------------------------- parts
     def encode(self, params: dict, obs: jax.Array) -> jax.Array:
@@ -191,9 +230,25 @@ class WorldModel:
         """Predicted reward (...,) for taking a in z."""
         return ops.two_hot_inv(self.reward_logits(params, z, a), self.vmin, self.vmax)
 
+    def bounded_obs(self, params: dict, z: jax.Array) -> jax.Array:
+        """termination_from='bounds': the rule's observation dims (..., n) read from z (..., L)."""
+        return self._term.apply({"params": params["term"]}, z)
+
+    def bounds_margin(self, x: jax.Array) -> jax.Array:
+        """Signed distance (...,) of bounded-obs values x (..., n) to the rule's edge: > 0 inside
+        every interval, < 0 once any dim is out (the episode ended)."""
+        low = jnp.asarray([b[1] for b in self._bounds], jnp.float32)
+        high = jnp.asarray([b[2] for b in self._bounds], jnp.float32)
+        return jnp.minimum(x - low, high - x).min(axis=-1)
+
     def termination_logit(self, params: dict, z: jax.Array, a: jax.Array, z_next: jax.Array):
         """Logit (...,) that the step from z (..., L) by a (..., A) to z_next (..., L) ended the
-        episode: of z_next alone (termination_from='next') or of (z, a) ('action')."""
+        episode: of z_next alone (termination_from='next'), of (z, a) ('action'), or the known
+        rule on the obs dims read from z_next ('bounds': -margin / 1e-3, a hard rule except
+        within 1e-3 of an edge)."""
+        if self.termination_from == "bounds":
+            margin = self.bounds_margin(self.bounded_obs(params, z_next))
+            return jnp.clip(-margin / BOUNDS_SHARPNESS, -30.0, 30.0)
         if self.termination_from == "next":
             return self._term.apply({"params": params["term"]}, z_next)[..., 0]
         return self._reward.apply({"params": params["reward"]}, z, a)[..., -1]
