@@ -77,3 +77,28 @@ def test_rule_flags_held_out_terminal_states(tiny):
     want = np.abs(obs[:, 0]) > 0.6
     acc = ((p > 0.5) == want)[clear].mean()
     assert acc > 0.9, acc
+
+
+def test_termination_is_the_rule_on_the_dims_read_from_the_latent_reached(tiny):
+    """P(terminated) depends on z_next alone and is the rule (0 or 1 away from an edge) applied
+    to `bounded_obs(z_next)`."""
+    base = dataclasses.replace(
+        tiny.model(), termination_from="bounds", termination_bounds=((0, 0.0, None), (2, 0.0, 1.0))
+    )
+    params = tiny.perturb(jax.jit(lambda k: base.init(key=k))(jax.random.key(0)), seed=3)
+    rng = np.random.default_rng(1)
+    z, z_next = (
+        jax.nn.softmax(jnp.asarray(rng.normal(size=(200, base.latent_dim)) * 3)) for _ in "ab"
+    )
+    a = jnp.asarray(rng.uniform(-1, 1, (200, 1)), jnp.float32)
+    x = np.asarray(base.bounded_obs(params, z_next))  # (200, 2): obs dims 0 and 2
+    q = np.quantile(x, [0.1, 0.2, 0.9], axis=0)  # a rule that cuts through these values
+    rule = ((0, float(q[1, 0]), None), (2, float(q[0, 1]), float(q[2, 1])))
+    model = dataclasses.replace(base, termination_bounds=rule)
+    p = np.asarray(model.termination(params, z, a, z_next))
+    want = np.array([_rule_ends(((0, q[1, 0], np.inf), (1, q[0, 1], q[2, 1])), r) for r in x])
+    assert 0.2 < want.mean() < 0.6  # both outcomes occur
+    np.testing.assert_array_equal(p > 0.5, want)
+    edge = np.abs(np.asarray(model.bounds_margin(jnp.asarray(x)))) > 0.02
+    assert edge.mean() > 0.5 and np.minimum(p, 1 - p)[edge].max() < 1e-6
+    np.testing.assert_array_equal(p, np.asarray(model.termination(params, z[::-1], -a, z_next)))
