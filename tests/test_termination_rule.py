@@ -28,6 +28,7 @@ def test_overlay_rule_matches_env_terminations(task):
     model = make_world_model(
         env.observation_space.shape[0], env.action_space.shape[0], **cfg.model.to_dict()
     )
+    hash(model)  # built from a config slice (lists), it is still a static jit argument
     rng = np.random.default_rng(0)
     ends = steps = 0
     for ep in range(15):

@@ -82,6 +82,8 @@ class WorldModel:
                 f"got {self.termination_from!r}"
             )
         object.__setattr__(self, "_bounds", _check_bounds(self.termination_bounds, self.obs_dim))
+        # a config slice gives lists; the model is a static (hashed) jit argument
+        object.__setattr__(self, "termination_bounds", tuple(map(tuple, self.termination_bounds)))
         if self.termination_from == "bounds" and not self._bounds:
             raise ConfigError(
                 "model.termination_from=bounds needs model.termination_bounds, e.g. "
