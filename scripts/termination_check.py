@@ -10,7 +10,9 @@ right on trained terminals and wrong on held-out ones has memorised them: that i
 (z_t, a_t) head did on Hopper (BENCHMARKS.md). `--refit` also fits, 5-fold by episode over all
 stored transitions, a fresh one-hidden-layer classifier (positives weighted 10x) on each of
 (z_t, a_t), the encoded next latent and the normalised next observation, and prints its held-out
-recall at 0.5: how much termination the inputs carry, whatever the head learned.
+recall at 0.5: how much termination the inputs carry, whatever the head learned. With
+model.termination_from=bounds it also prints the mean |error| of the rule's obs dims read off the
+heads' imagined next latents against the real next observation.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def model_view(agent, params, replay: dict) -> dict:
     z, z_next = wm.encode(params, obs), wm.encode(params, nxt)
     z_heads = wm.next_all(params, z, act)  # (K, N, L)
     p_heads = wm.termination(params, z[None], act[None], z_heads)  # (K, N)
-    return {
+    view = {
         "p_term": np.asarray(wm.termination(params, z, act, z_next)),
         "p_imagined": np.asarray(p_heads.mean(axis=0)),
         "q": np.asarray(wm.q_values(params["q"], z, act).mean(axis=0)),
@@ -46,6 +48,11 @@ def model_view(agent, params, replay: dict) -> dict:
         "held": _flat(replay, "episode") < -1,
         "episode": _flat(replay, "episode"),
     }
+    if wm.termination_from == "bounds":  # how well the heads' latents give the rule's obs dims
+        real = nxt[:, [i for i, _, _ in wm.rule]]  # (N, n)
+        read = np.asarray(wm.bounded_obs(params, z_heads))  # (K, N, n)
+        view["read_err"] = np.abs(read - real[None]).mean(axis=(0, 2))
+    return view
 
 
 def summarize(view: dict) -> dict:
@@ -53,12 +60,11 @@ def summarize(view: dict) -> dict:
     term, held = view["terminal"], view["held"]
     groups = {"terminal, trained": term & ~held, "terminal, held out": term & held}
     groups["not terminal"] = ~term
+    cols = [c for c in ("p_term", "p_imagined", "q", "read_err") if c in view]
     out = {}
     for name, m in groups.items():
         n = int(m.sum())
-        out[name] = {"n": n} | {
-            k: float(view[k][m].mean()) if n else None for k in ("p_term", "p_imagined", "q")
-        }
+        out[name] = {"n": n} | {k: float(view[k][m].mean()) if n else None for k in cols}
     ends, episode = np.flatnonzero(term), view["episode"]
     for k in range(1, 6):
         j = ends - k
@@ -66,7 +72,7 @@ def summarize(view: dict) -> dict:
         j, e = j[keep], ends[keep]
         j = j[episode[j] == episode[e]]  # the same episode (not a shorter one, not a ring wrap)
         out[f"{k} before a terminal"] = {"n": len(j)} | {
-            c: float(view[c][j].mean()) if len(j) else None for c in ("p_term", "p_imagined", "q")
+            c: float(view[c][j].mean()) if len(j) else None for c in cols
         }
     return out
 
@@ -157,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:22s} n={row['n']:6d}  P(terminated) {row['p_term']:.3f} "
             f"(imagined {row['p_imagined']:.3f})  Q {row['q']:7.1f}"
+            + (f"  rule dims |error| {row['read_err']:.3f}" if "read_err" in row else "")
         )
     if args.refit:
         result["refit"] = refit(agent, state.params, replay)
