@@ -38,6 +38,7 @@ class PlannerConfig:
         "sample"  # action without exploration: 'sample' an elite by weight | 'best' elite | 'mean'
     )
     value: str = "mean"  # terminal value from the critics: 'mean' | 'min' (pessimistic)
+    center: str = "warm"  # first sampling mean: 'warm' (last plan) | 'prior' (its mean rollout)
 
 
 def make_latent_step(model: WorldModel, ensemble: str) -> Callable:
@@ -124,27 +125,34 @@ def make_planner(model: WorldModel, cfg: PlannerConfig, *, discount: float) -> C
         )
     if cfg.greedy not in ("sample", "best", "mean"):
         raise ConfigError(f"planner.greedy must be 'sample', 'best' or 'mean', got {cfg.greedy!r}")
+    if cfg.center not in ("warm", "prior"):
+        raise ConfigError(f"planner.center must be 'warm' or 'prior', got {cfg.center!r}")
     value_fn = make_value_fn(model, cfg, discount)
     step_latent = make_latent_step(model, cfg.ensemble)
 
-    def prior_trajs(params, z, key):
-        """P action sequences (P, H, A) from rolling the policy prior in imagination."""
+    def prior_trajs(params, z, key, n, *, sample=True):
+        """n action sequences (n, H, A) from rolling the policy prior in imagination: sampled
+        actions, or (sample=False) its mean actions."""
 
         head = jax.random.randint(jax.random.fold_in(key, 1), (), 0, model.num_heads)
 
         def body(zs, k):
-            a, _, _ = model.pi(params, zs, key=k)
+            a, _, a_mean = model.pi(params, zs, key=k)
+            a = a if sample else a_mean
             return step_latent(params, zs, a, head), a
 
         _, acts = jax.lax.scan(
-            body, jnp.broadcast_to(z, (P, z.shape[-1])), jax.random.split(key, H)
+            body, jnp.broadcast_to(z, (n, z.shape[-1])), jax.random.split(key, H)
         )
         return jnp.swapaxes(acts, 0, 1)
 
     def plan(params, z, warm, first, *, key, explore: bool, epi_scale=None):
         k_pi, k_iter, k_pick = jax.random.split(key, 3)
-        pi_acts = prior_trajs(params, z, k_pi) if P else jnp.zeros((0, H, A))
-        mean = jnp.where(first, 0.0, jnp.concatenate([warm[1:], jnp.zeros((1, A))]))
+        pi_acts = prior_trajs(params, z, k_pi, P) if P else jnp.zeros((0, H, A))
+        if cfg.center == "prior":  # a search around what the prior would do
+            mean = prior_trajs(params, z, k_pi, 1, sample=False)[0]
+        else:
+            mean = jnp.where(first, 0.0, jnp.concatenate([warm[1:], jnp.zeros((1, A))]))
         zN = jnp.broadcast_to(z, (N, z.shape[-1]))
         score_fn = lambda acts, k: value_fn(params, zN, acts, key=k, epi_scale=epi_scale)  # noqa: E731
         mean, std, elite_a, weights, best = mppi(score_fn, mean, pi_acts, cfg, key=k_iter)

@@ -188,3 +188,27 @@ def test_select_action_on_two_equally_good_modes():
     )
     assert np.all(np.abs(np.abs(noisy) - 0.8) < 5 * 0.3) and 0.1 < noisy.std() < 1.0
     assert (noisy > 0).mean() == pytest.approx(0.5, abs=0.15)
+
+
+def test_center_prior_searches_around_the_prior_mean(world, tiny):
+    """planner.center=prior: the first sampling mean is the prior's mean action rollout, so a
+    search with a tiny std and no prior samples returns the prior's mean action, whatever the
+    warm start; center=warm does not."""
+    model, params = world
+    cfg = PlannerConfig(**tiny.sections["planner"])
+    cfg = dataclasses.replace(cfg, num_pi_trajs=0, min_std=1e-4, max_std=1e-4, greedy="best")
+    z = jax.jit(model.encode)(params, jnp.array([0.3, -0.1, 0.5]))
+    warm = jnp.full((cfg.horizon, model.act_dim), -0.4)
+    prior_action = np.asarray(jax.jit(model.pi)(params, z, key=jax.random.key(0))[2])
+    got = {}
+    for center in ("prior", "warm"):
+        c = dataclasses.replace(cfg, center=center)
+        plan = jax.jit(make_planner(model, c, discount=DISCOUNT), static_argnames="explore")
+        got[center] = np.asarray(
+            plan(params, z, warm, False, key=jax.random.key(2), explore=False)[0]
+        )
+    np.testing.assert_allclose(got["prior"], prior_action, atol=1e-3)
+    np.testing.assert_allclose(got["warm"], -0.4, atol=1e-3)  # the shifted warm start instead
+    assert np.abs(prior_action + 0.4).min() > 0.05
+    with pytest.raises(ConfigError, match="planner.center"):
+        make_planner(model, dataclasses.replace(cfg, center="policy"), discount=DISCOUNT)
