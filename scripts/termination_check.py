@@ -49,7 +49,7 @@ def model_view(agent, params, replay: dict) -> dict:
         "episode": _flat(replay, "episode"),
     }
     if wm.termination_from == "bounds":  # how well the heads' latents give the rule's obs dims
-        real = nxt[:, [i for i, _, _ in wm.rule]]  # (N, n)
+        real = wm.rule_dims(nxt)  # (N, n)
         read = np.asarray(wm.bounded_obs(params, z_heads))  # (K, N, n)
         view["read_err"] = np.abs(read - real[None]).mean(axis=(0, 2))
     return view

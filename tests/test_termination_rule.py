@@ -30,13 +30,13 @@ def test_overlay_rule_matches_env_terminations(task):
     )
     hash(model)  # built from a config slice (lists), it is still a static jit argument
     rng = np.random.default_rng(0)
-    ends = steps = 0
+    ends = 0
     for ep in range(15):
         env.reset(seed=ep)
         for _ in range(300):
             obs, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
             assert _rule_ends(model.rule, obs) == terminated, (task, ep, obs)
-            steps, ends = steps + 1, ends + terminated
+            ends += terminated
             if terminated or truncated:
                 break
     env.close()

@@ -80,8 +80,8 @@ def _termination_error(model, params, obs, act, term, zs) -> jax.Array:
     termination logit, or with termination_from='bounds' the squared error of the rule's obs dims
     read from z_t+1 against the real next observation's (summed over the dims)."""
     if model.termination_from == "bounds":
-        idx = jnp.asarray([b[0] for b in model.rule])
-        return jnp.sum((model.bounded_obs(params, zs[1:]) - obs[1:][..., idx]) ** 2, axis=-1)
+        err = model.bounded_obs(params, zs[1:]) - model.rule_dims(obs[1:])
+        return jnp.sum(err**2, axis=-1)
     return ops.sigmoid_bce(model.termination_logit(params, zs[:-1], act, zs[1:]), term)
 
 
@@ -137,7 +137,9 @@ def world_model_loss(
     # makes the encoder keep what tells a termination (BENCHMARKS, Hopper).
     term_err = functools.partial(_termination_error, model, params, obs, act, term)
     continue_loss = jnp.sum(w * term_err(zs)) / (H * B)
-    encoded_continue_loss = jnp.sum(mask * term_err(z_enc)) / (H * B)
+    encoded = {}  # only computed when it is trained: it would cost every update a head pass
+    if cfg.encoded_continue_coef:
+        encoded["encoded_continue_loss"] = jnp.sum(mask * term_err(z_enc)) / (H * B)
 
     next_a, _, _ = model.pi(sg(params), next_z, eps=noise["eps"])
     q_next = model.q_values(target_q, next_z, next_a).min(axis=0)  # (H, B) pessimistic target
@@ -157,7 +159,7 @@ def world_model_loss(
         + cfg.reward_coef * reward_loss
         + cfg.value_coef * value_loss
         + cfg.continue_coef * continue_loss
-        + cfg.encoded_continue_coef * encoded_continue_loss
+        + cfg.encoded_continue_coef * encoded.get("encoded_continue_loss", 0.0)
         + cfg.obs_coef * obs_loss
     )
     valid = jnp.concatenate([jnp.ones((1, B)), mask], axis=0)  # (H+1, B) latents inside episode
@@ -166,7 +168,7 @@ def world_model_loss(
         "reward_loss": reward_loss,
         "value_loss": value_loss,
         "continue_loss": continue_loss,
-        "encoded_continue_loss": encoded_continue_loss,
+        **encoded,
         "obs_loss": obs_loss,
         "td_target": jnp.sum(td_target * mask) / jnp.sum(mask),
         "disagreement": zk.var(axis=1).mean(),

@@ -236,6 +236,10 @@ class WorldModel:
         """termination_from='bounds': the rule's observation dims (..., n) read from z (..., L)."""
         return self._term.apply({"params": params["term"]}, z)
 
+    def rule_dims(self, obs: jax.Array) -> jax.Array:
+        """The observation dims (..., n) the termination rule reads, from obs (..., D)."""
+        return obs[..., [i for i, _, _ in self._bounds]]
+
     def bounds_margin(self, x: jax.Array) -> jax.Array:
         """Signed distance (...,) of bounded-obs values x (..., n) to the rule's edge: > 0 inside
         every interval, < 0 once any dim is out (the episode ended)."""
