@@ -369,3 +369,85 @@ def test_planner_ablation_acts_under_each_variant(pm_run, tmp_path, capsys):
     assert len(err) == 1 and "model.latent_dim" in err[0] and "planner" in err[0]
     assert evaluate_script.main([str(pm_run), "planner.horizon=0.5", "--episodes", "1"]) == 2
     assert "planner.horizon" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- plan check
+def test_plan_check_replays_from_a_restored_state():
+    """`realised` from a saved (qpos, qvel) gives the rewards the env gave from there."""
+    from scripts.plan_check import realised
+
+    env = make_single_env("HalfCheetah-v5")
+    env.reset(seed=3)
+    qpos, qvel = env.unwrapped.data.qpos.copy(), env.unwrapped.data.qvel.copy()
+    acts = np.random.default_rng(0).uniform(-1, 1, size=(6, 6)).astype(np.float32)
+    rewards, obs = [], None
+    for a in acts:
+        obs, r, *_ = env.step(a)
+        rewards.append(r)
+    disc = 0.9 ** np.arange(6)
+    zero = lambda o: np.zeros(6, np.float32)  # noqa: E731
+    head = realised(env, qpos, qvel, acts[:4], zero, 0.9, tail=0)
+    assert head["G"] == pytest.approx(float(disc[:4] @ rewards[:4]), rel=1e-9)
+    assert head["r_H"] == head["G"]
+    acts[4:] = 0.0  # the tail acts with `zero`: replay it by hand from the same state
+    env.reset(seed=3)
+    env.unwrapped.set_state(qpos, qvel)
+    by_hand = [env.step(a)[1] for a in acts]
+    full = realised(env, qpos, qvel, acts[:4], zero, 0.9, tail=2)
+    assert full["G"] == pytest.approx(float(disc @ by_hand), rel=1e-9)
+    assert full["r_H"] == pytest.approx(head["G"], rel=1e-9)
+    env.close()
+
+
+def test_plan_check_scores_like_a_python_loop(hc_run):
+    """Per head: sum_t g^t alive_t r_t and g^H alive_H mean-Q(z_H, pi(z_H)), stepped by hand."""
+    from scripts.plan_check import make_scorer
+
+    bundle = load_bundle(hc_run)
+    m, p = bundle.agent.model, bundle.state.params
+    z = m.encode(p, np.ones((1, m.obs_dim), np.float32))[0]
+    acts = np.random.default_rng(1).uniform(-1, 1, size=(3, 2, m.act_dim)).astype(np.float32)
+    key = jax.random.key(4)
+    got = make_scorer(m, 0.9, "mean")(p, z, acts, key)
+    for k in range(m.num_heads):
+        zs, ret, alive = np.broadcast_to(z, (3, z.shape[-1])), np.zeros(3), np.ones(3)
+        for t in range(2):
+            r = np.asarray(m.reward(p, zs, acts[:, t]))
+            nxt = m.next_head(p, zs, acts[:, t], k)
+            ret = ret + 0.9**t * alive * r
+            alive = alive * (1 - np.asarray(m.termination(p, zs, acts[:, t], nxt)))
+            zs = nxt
+        a_last = m.pi(p, zs, key=key)[2]
+        q = np.asarray(m.q_values(p["q"], zs, a_last).mean(axis=0))
+        np.testing.assert_allclose(got["reward"][k], ret, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got["terminal"][k], 0.81 * alive * q, rtol=1e-5, atol=1e-5)
+
+
+def test_plan_check_summary_and_script(hc_run, pm_run, tmp_path, capsys):
+    from scripts import plan_check
+
+    row = lambda t, kind, pr, pt, g, rr, q: {  # noqa: E731
+        "episode": 0, "t": t, "kind": kind, "pred_reward": pr, "pred_terminal": pt,
+        "real_G": g, "real_reward": rr, "q_real": q,
+    }  # fmt: skip
+    rows = [row(0, "prior_mean", 1.0, 5.0, 4.0, 1.5, 6.0), row(0, "planner", 1.0, 7.0, 3.0, 0.5, 4.0),
+            row(1, "prior_mean", 1.0, 5.0, 4.0, 1.0, None), row(1, "planner", 2.0, 5.0, 5.0, 2.0, 8.0)]  # fmt: skip
+    s = plan_check.summarise(rows, disc_H=0.5)
+    assert s["kinds"]["planner"]["pred"] == 7.5 and s["kinds"]["planner"]["real"] == 4.0
+    assert s["kinds"]["planner"]["gap_reward"] == pytest.approx(0.25)  # (0.5 + 0) / 2
+    assert s["kinds"]["prior_mean"]["q_real_minus_pred"] == pytest.approx(0.5 * 6 - 5)
+    assert s["kinds"]["planner"]["q_real_minus_pred"] == pytest.approx((2 - 7 + 4 - 5) / 2)
+    assert (s["planner_pred_better"], s["planner_real_better"], s["planner_fooled"]) == (
+        1,
+        0.5,
+        0.5,
+    )
+    out = tmp_path / "plan.json"
+    argv = [str(hc_run), "--episodes", "1", "--every", "4", "--samples", "2", "--tail", "3"]
+    assert plan_check.main([*argv, "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert len(data["rows"]) == 3 * 4 and data["summary"]["probes"] == 3  # t = 0, 4, 8 of 12
+    assert "planner vs prior mean" in capsys.readouterr().out
+    assert plan_check.main([str(pm_run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a MuJoCo env" in err[0]
