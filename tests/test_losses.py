@@ -9,7 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from worldmodel.losses import LossConfig, rollout_heads, to_time_major, world_model_loss
+from worldmodel.losses import (
+    LossConfig,
+    policy_loss,
+    rollout_heads,
+    to_time_major,
+    world_model_loss,
+)
 from worldmodel.update import OptimConfig, make_train
 
 B, H = 4, 3
@@ -365,3 +371,39 @@ def test_probe_gradients_do_not_scale_the_model_step(tiny):
     want, _ = ref.update(jax.tree.map(lambda x: 1e4 * x, g_probe), ref_state, probe)
     for a, b in zip(jax.tree.leaves(loud["obs_heads"]), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("bc_coef", [0.0, 2.0])
+def test_policy_loss_by_hand(setup, tiny, bc_coef):
+    """sum_t rho^t mask_t (entropy_coef log pi - Q/scale) / (T B), plus bc_coef times
+    sum_t<T-1 rho^t mask_{t+1} mean_A (mean action - replay action)^2 / (T B); the masked
+    steps contribute nothing."""
+    model, params, _ = setup
+    cfg = dataclasses.replace(CFG, entropy_coef=0.3, bc_coef=bc_coef)
+    T, L, A = H + 1, model.latent_dim, model.act_dim
+    rng = np.random.default_rng(5)
+    zs = jnp.asarray(rng.normal(size=(T, B, L)), jnp.float32)
+    mask = np.ones((T, B), np.float32)
+    mask[2:, 0] = 0.0  # row 0's episode ends after its first transition
+    eps = jnp.asarray(rng.normal(size=(T, B, A)), jnp.float32)
+    actions = jnp.asarray(rng.uniform(-1, 1, size=(T - 1, B, A)), jnp.float32)
+    loss, aux = policy_loss(
+        model, cfg, params["pi"], params, zs, jnp.asarray(mask), 4.0, eps=eps, actions=actions
+    )
+    a, logp, a_mean = (np.asarray(x) for x in model.pi(params, zs, eps=eps))
+    q = np.asarray(model.q_values(params["q"], zs, jnp.asarray(a))).mean(axis=0)
+    expect = 0.0
+    for t in range(T):
+        for b in range(B):
+            expect += 0.7**t * mask[t, b] * (0.3 * logp[t, b] - q[t, b] / 4.0)
+            if t < T - 1 and mask[t + 1, b]:
+                bc = np.mean((a_mean[t, b] - np.asarray(actions)[t, b]) ** 2)
+                expect += bc_coef * 0.7**t * bc
+    np.testing.assert_allclose(float(loss), expect / (T * B), rtol=1e-5, atol=1e-6)
+    assert ("bc" in aux) == (bc_coef > 0)
+    if bc_coef:  # a wrong replay action at a masked step changes nothing
+        moved = actions.at[2, 0].set(-actions[2, 0])
+        again, _ = policy_loss(
+            model, cfg, params["pi"], params, zs, jnp.asarray(mask), 4.0, eps=eps, actions=moved
+        )
+        assert float(again) == float(loss)

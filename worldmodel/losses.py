@@ -31,6 +31,7 @@ class LossConfig:
     continue_coef: float = 1.0
     encoded_continue_coef: float = 0.0
     entropy_coef: float = 1e-4
+    bc_coef: float = 0.0
     td_lambda: float = 0.0
     obs_coef: float = 1.0
 
@@ -189,17 +190,32 @@ def policy_loss(
     *,
     key: jax.Array | None = None,
     eps: jax.Array | None = None,
+    actions: jax.Array | None = None,
 ):
     """Policy-prior loss on detached latents zs (T, B, L) with mask (T, B): maximise Q/scale plus
-    a small entropy bonus.
+    a small entropy bonus, and (cfg.bc_coef > 0) pull the prior's mean action at zs[:-1] toward
+    the replay's actions (T-1, B, A), the planner's choices.
 
     `scale` is the running spread of Q (5th-95th percentile), which keeps the objective
     task-scale free. The policy's sample noise comes from `key` or is given, eps (T, B, A).
+    The behaviour-cloning term, bc_coef * rho^t * mean_A (mean action - replay action)^2 where
+    step t lies in the episode (mask[t + 1]), distils the search into the prior (as MuZero trains
+    its policy toward its search) and keeps the prior on actions the critics were trained on;
+    without it a HalfCheetah prior that the critics rated as highly as the planner's actions
+    returned -85 where the planner returned 2071 (BENCHMARKS.md).
     Returns (loss, aux) with aux['q'] the raw Q values (T, B).
     """
-    a, log_prob, _ = model.pi({**params, "pi": pi_params}, zs, key=key, eps=eps)
+    a, log_prob, a_mean = model.pi({**params, "pi": pi_params}, zs, key=key, eps=eps)
     q = model.q_values(sg(params["q"]), zs, a).mean(axis=0)  # (T, B)
     T, B = zs.shape[:2]
-    w = (cfg.rho ** jnp.arange(T, dtype=jnp.float32))[:, None] * mask
+    decay = (cfg.rho ** jnp.arange(T, dtype=jnp.float32))[:, None]
+    w = decay * mask
     loss = jnp.sum(w * (cfg.entropy_coef * log_prob - q / scale)) / (T * B)
-    return loss, {"q": q, "entropy": -log_prob.mean()}
+    aux = {"q": q, "entropy": -log_prob.mean()}
+    if cfg.bc_coef:
+        if actions is None:
+            raise ValueError("policy_loss with bc_coef > 0 needs the replay's actions")
+        bc = jnp.mean((a_mean[:-1] - actions) ** 2, axis=-1)  # (T-1, B)
+        aux["bc"] = jnp.sum(decay[:-1] * mask[1:] * bc) / (T * B)
+        loss = loss + cfg.bc_coef * aux["bc"]
+    return loss, aux

@@ -113,13 +113,17 @@ def make_train(
         scalars = {k: v for k, v in aux.items() if k not in ("zs", "zs_mask")}
         return grads, {**scalars, "loss": loss}, aux["zs"], aux["zs_mask"]
 
-    def pi_grads(pi, params, zs, zs_mask, q_scale, eps):
+    def pi_grads(pi, params, zs, zs_mask, q_scale, eps, actions):
         """-> (grads, scalar metrics, Q of the first latent per row (b,))."""
         (pi_loss, aux), grads = jax.value_and_grad(
-            lambda p: policy_loss(model, loss_cfg, p, params, zs, zs_mask, q_scale, eps=eps),
+            lambda p: policy_loss(
+                model, loss_cfg, p, params, zs, zs_mask, q_scale, eps=eps, actions=actions
+            ),
             has_aux=True,
         )(pi)
         scalars = {"pi_loss": pi_loss, "pi_entropy": aux["entropy"], "q_mean": aux["q"].mean()}
+        if "bc" in aux:
+            scalars["pi_bc"] = aux["bc"]
         return grads, scalars, aux["q"][0]
 
     if n > 1:  # rows (axis 1 of time-major arrays, axis 0 of `head`) split on "data"
@@ -129,7 +133,7 @@ def make_train(
             out_specs=(P(), P(), rows, rows), gather=(),
         )  # fmt: skip
         pi_grads = data_parallel(
-            pi_grads, mesh, in_specs=(P(), P(), rows, rows, P(), rows),
+            pi_grads, mesh, in_specs=(P(), P(), rows, rows, P(), rows, rows),
             out_specs=(P(), P(), P()), gather=(2,),
         )  # fmt: skip
 
@@ -147,7 +151,9 @@ def make_train(
         params = {**wm, "pi": pi}
 
         eps = jax.random.normal(key_pi, (H + 1, B, model.act_dim), jnp.float32)
-        g_pi, pi_metrics, q0 = pi_grads(pi, params, zs, zs_mask, state.q_scale, eps)
+        g_pi, pi_metrics, q0 = pi_grads(
+            pi, params, zs, zs_mask, state.q_scale, eps, batch["action"]
+        )
         pi_updates, pi_opt_state = pi_opt.update(g_pi, state.pi_opt_state, pi)
         params = {**params, "pi": optax.apply_updates(pi, pi_updates)}
 
