@@ -16,7 +16,7 @@ from worldmodel.sharding import make_mesh, make_sharded_update, place_batch, pla
 from tests.conftest import random_batch
 
 assert len(jax.devices()) == 4, jax.devices()
-cfg = load_config(["debug"])
+cfg = load_config(["debug", "loss.bc_coef=0.5"])  # the behaviour-cloning term too
 s = {n: cfg.section(n) for n in ("model", "loss", "optim", "planner", "abstain")}
 agent = make_agent(3, 1, **s)
 batches = [random_batch(i, batch=16) for i in range(3)]
