@@ -114,6 +114,28 @@ def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Cal
     return value
 
 
+def make_prior_rollout(model: WorldModel, cfg: PlannerConfig) -> Callable:
+    """rollout(params, z (L,), key, n, *, sample=True) -> (n, H, A): n action sequences from
+    rolling the policy prior in imagination (one head drawn from `key`, latents stepped as the
+    planner steps them): sampled actions, or (sample=False) its mean actions."""
+    step_latent = make_latent_step(model, cfg.ensemble)
+
+    def rollout(params, z, key, n, *, sample=True):
+        head = jax.random.randint(jax.random.fold_in(key, 1), (), 0, model.num_heads)
+
+        def body(zs, k):
+            a, _, a_mean = model.pi(params, zs, key=k)
+            a = a if sample else a_mean
+            return step_latent(params, zs, a, head), a
+
+        _, acts = jax.lax.scan(
+            body, jnp.broadcast_to(z, (n, z.shape[-1])), jax.random.split(key, cfg.horizon)
+        )
+        return jnp.swapaxes(acts, 0, 1)
+
+    return rollout
+
+
 def make_planner(model: WorldModel, cfg: PlannerConfig, *, discount: float) -> Callable:
     """plan(params, z (L,), warm (H, A), first (), *, key, explore, epi_scale=None) -> (action (A,),
     warm', info). epi_scale (L,) normalises the disagreement bonus (see `make_value_fn`)."""
@@ -128,23 +150,7 @@ def make_planner(model: WorldModel, cfg: PlannerConfig, *, discount: float) -> C
     if cfg.center not in ("warm", "prior"):
         raise ConfigError(f"planner.center must be 'warm' or 'prior', got {cfg.center!r}")
     value_fn = make_value_fn(model, cfg, discount)
-    step_latent = make_latent_step(model, cfg.ensemble)
-
-    def prior_trajs(params, z, key, n, *, sample=True):
-        """n action sequences (n, H, A) from rolling the policy prior in imagination: sampled
-        actions, or (sample=False) its mean actions."""
-
-        head = jax.random.randint(jax.random.fold_in(key, 1), (), 0, model.num_heads)
-
-        def body(zs, k):
-            a, _, a_mean = model.pi(params, zs, key=k)
-            a = a if sample else a_mean
-            return step_latent(params, zs, a, head), a
-
-        _, acts = jax.lax.scan(
-            body, jnp.broadcast_to(z, (n, z.shape[-1])), jax.random.split(key, H)
-        )
-        return jnp.swapaxes(acts, 0, 1)
+    prior_trajs = make_prior_rollout(model, cfg)
 
     def plan(params, z, warm, first, *, key, explore: bool, epi_scale=None):
         k_pi, k_iter, k_pick = jax.random.split(key, 3)

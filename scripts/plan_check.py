@@ -66,31 +66,19 @@ def make_candidates(model, planner_cfg, discount: float, samples: int):
     import jax
     import jax.numpy as jnp
 
-    from agents.planner import make_value_fn, mppi
+    from agents.planner import make_prior_rollout, make_value_fn, mppi
 
     H, A = planner_cfg.horizon, model.act_dim
     value_fn = make_value_fn(model, planner_cfg, discount)
+    rollout = make_prior_rollout(model, planner_cfg)
     P = planner_cfg.num_pi_trajs
-
-    def rollout(params, z, key, n, sample):
-        head = jax.random.randint(jax.random.fold_in(key, 1), (), 0, model.num_heads)
-
-        def body(zs, k):
-            a, _, a_mean = model.pi(params, zs, key=k)
-            a = a if sample else a_mean
-            return model.next_head(params, zs, a, head), a
-
-        _, acts = jax.lax.scan(
-            body, jnp.broadcast_to(z, (n, z.shape[-1])), jax.random.split(key, H)
-        )
-        return jnp.swapaxes(acts, 0, 1)
 
     @jax.jit
     def cands(params, z, key):
         k_mean, k_s, k_pi, k_it = jax.random.split(key, 4)
-        mean_a = rollout(params, z, k_mean, 1, False)
-        sampled = rollout(params, z, k_s, samples, True)
-        fixed = rollout(params, z, k_pi, P, True) if P else jnp.zeros((0, H, A))
+        mean_a = rollout(params, z, k_mean, 1, sample=False)
+        sampled = rollout(params, z, k_s, samples)
+        fixed = rollout(params, z, k_pi, P) if P else jnp.zeros((0, H, A))
         init = mean_a[0] if planner_cfg.center == "prior" else jnp.zeros((H, A))
         zN = jnp.broadcast_to(z, (planner_cfg.num_samples, z.shape[-1]))
         score_fn = lambda acts, k: value_fn(params, zN, acts, key=k)  # noqa: E731
