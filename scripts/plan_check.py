@@ -31,7 +31,7 @@ import numpy as np
 
 def make_scorer(model, discount: float, value: str):
     """score(params, z (L,), acts (C, H, A), key) -> dict of (K, C) arrays per dynamics head:
-    'reward' sum_t g^t alive_t r_t, 'terminal' g^H alive_H Q(z_H, pi(z_H)) and 'z_H' (K, C, L)."""
+    'reward' sum_t g^t alive_t r_t and 'terminal' g^H alive_H Q(z_H, pi(z_H))."""
     import jax
     import jax.numpy as jnp
 
@@ -50,7 +50,7 @@ def make_scorer(model, discount: float, value: str):
         (zH, ret, disc, alive), _ = jax.lax.scan(body, init, jnp.swapaxes(acts, 0, 1))
         _, _, a_mean = model.pi(params, zH, key=key)
         q = reduce_q(model.q_values(params["q"], zH, a_mean), axis=0)
-        return {"reward": ret, "terminal": disc * alive * q, "z_H": zH}
+        return {"reward": ret, "terminal": disc * alive * q}
 
     @jax.jit
     def score(params, z, acts, key):
