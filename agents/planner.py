@@ -72,14 +72,20 @@ def make_latent_step(model: WorldModel, ensemble: str) -> Callable:
     return step
 
 
-def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Callable:
-    """value(params, z (N, L), actions (N, H, A), *, key, epi_scale) -> (N,) imagined return.
+def make_value_fn(
+    model: WorldModel, cfg: PlannerConfig, discount: float, *, parts: bool = False,
+    mean_terminal: bool = False,
+) -> Callable:  # fmt: skip
+    """value(params, z (N, L), actions (N, H, A), *, key, epi_scale, head) -> (N,) imagined return.
 
     G = sum_t gamma^t alive_t (r_t + beta u_t) + gamma^H alive_H Q(z_H, pi(z_H)), Q the critics'
     mean or (planner.value = 'min') their minimum, alive_t = prod_{s<t} (1 - p_term_s) with
     p_term_s that of the step z_s -> z_s+1, u_t = mean_d Var_k[f_k(z_t, a_t)_d] / epi_scale_d the
     normalised disagreement (computed only when beta = planner.uncertainty_coef != 0: it costs all
-    K heads per step). Latents step with `make_latent_step(model, cfg.ensemble)`.
+    K heads per step). Latents step with `make_latent_step(model, cfg.ensemble)` and dynamics head
+    `head` (default: one drawn from `key`). pi(z_H) is a sample, or its mean (`mean_terminal`).
+    `parts=True` returns the two terms apart, (reward sum (N,), terminal term (N,)), as
+    scripts.plan_check scores them.
     """
     step_latent = make_latent_step(model, cfg.ensemble)
     beta = cfg.uncertainty_coef
@@ -87,9 +93,10 @@ def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Cal
         raise ConfigError(f"planner.value must be 'mean' or 'min', got {cfg.value!r}")
     reduce_q = jnp.min if cfg.value == "min" else jnp.mean
 
-    def value(params, z, actions, *, key, epi_scale=None):
+    def value(params, z, actions, *, key, epi_scale=None, head=None):
         key_head, key = jax.random.split(key)
-        head = jax.random.randint(key_head, (), 0, model.num_heads)
+        if head is None:
+            head = jax.random.randint(key_head, (), 0, model.num_heads)
 
         def body(carry, a):
             z, ret, disc, alive = carry
@@ -107,9 +114,9 @@ def make_value_fn(model: WorldModel, cfg: PlannerConfig, discount: float) -> Cal
         N = z.shape[0]
         init = (z, jnp.zeros(N), jnp.ones(()), jnp.ones(N))
         (z, ret, disc, alive), _ = jax.lax.scan(body, init, jnp.swapaxes(actions, 0, 1))
-        a_last, _, _ = model.pi(params, z, key=key)
-        q = reduce_q(model.q_values(params["q"], z, a_last), axis=0)
-        return ret + disc * alive * q
+        a_sample, _, a_mean = model.pi(params, z, key=key)
+        q = reduce_q(model.q_values(params["q"], z, a_mean if mean_terminal else a_sample), axis=0)
+        return (ret, disc * alive * q) if parts else ret + disc * alive * q
 
     return value
 

@@ -20,6 +20,7 @@ often the planner's plan is predicted better than the prior's mean yet realised 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import shlex
@@ -29,33 +30,24 @@ from pathlib import Path
 import numpy as np
 
 
-def make_scorer(model, discount: float, value: str):
+def make_scorer(model, planner_cfg, discount: float):
     """score(params, z (L,), acts (C, H, A), key) -> dict of (K, C) arrays per dynamics head:
-    'reward' sum_t g^t alive_t r_t and 'terminal' g^H alive_H Q(z_H, pi(z_H))."""
+    'reward' sum_t g^t alive_t r_t and 'terminal' g^H alive_H Q(z_H, mean pi(z_H)), the planner's
+    own value (agents.planner.make_value_fn) with each head in turn and no uncertainty term."""
     import jax
     import jax.numpy as jnp
 
-    reduce_q = jnp.min if value == "min" else jnp.mean
+    from agents.planner import make_value_fn
 
-    def one_head(params, z, acts, head, key):
-        def body(carry, a):
-            z, ret, disc, alive = carry
-            r = model.reward(params, z, a)
-            z_next = model.next_head(params, z, a, head)
-            p_term = model.termination(params, z, a, z_next)
-            return (z_next, ret + disc * alive * r, disc * discount, alive * (1 - p_term)), None
-
-        C = acts.shape[0]
-        init = (jnp.broadcast_to(z, (C, z.shape[-1])), jnp.zeros(C), jnp.ones(()), jnp.ones(C))
-        (zH, ret, disc, alive), _ = jax.lax.scan(body, init, jnp.swapaxes(acts, 0, 1))
-        _, _, a_mean = model.pi(params, zH, key=key)
-        q = reduce_q(model.q_values(params["q"], zH, a_mean), axis=0)
-        return {"reward": ret, "terminal": disc * alive * q}
+    cfg = dataclasses.replace(planner_cfg, ensemble="random", uncertainty_coef=0.0)
+    value = make_value_fn(model, cfg, discount, parts=True, mean_terminal=True)
 
     @jax.jit
     def score(params, z, acts, key):
-        heads = jnp.arange(model.num_heads)
-        return jax.vmap(lambda h: one_head(params, z, acts, h, key))(heads)
+        zs = jnp.broadcast_to(z, (acts.shape[0], z.shape[-1]))
+        one = lambda h: value(params, zs, acts, key=key, head=h)  # noqa: E731
+        reward, terminal = jax.vmap(one)(jnp.arange(model.num_heads))
+        return {"reward": reward, "terminal": terminal}
 
     return score
 
@@ -143,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg, model, params = bundle.cfg, bundle.agent.model, bundle.state.params
     discount = float(cfg.loss.discount)
-    score = make_scorer(model, discount, cfg.planner.value)
+    score = make_scorer(model, bundle.agent.planner_cfg, discount)
     cands = make_candidates(model, bundle.agent.planner_cfg, discount, args.samples)
     pi_mean = jax.jit(lambda o: model.pi(params, model.encode(params, o), key=jax.random.key(0))[2])
     prior_act = lambda o: np.asarray(pi_mean(np.asarray(o, np.float32)))  # noqa: E731

@@ -5,6 +5,7 @@ Run folders are built directly (config + one checkpoint of a freshly initialised
 agent), not trained: these tests check plumbing, not learning.
 """
 
+import dataclasses
 import io
 import json
 import struct
@@ -408,7 +409,8 @@ def test_plan_check_scores_like_a_python_loop(hc_run):
     z = m.encode(p, np.ones((1, m.obs_dim), np.float32))[0]
     acts = np.random.default_rng(1).uniform(-1, 1, size=(3, 2, m.act_dim)).astype(np.float32)
     key = jax.random.key(4)
-    got = make_scorer(m, 0.9, "mean")(p, z, acts, key)
+    planner_cfg = dataclasses.replace(bundle.agent.planner_cfg, value="mean", uncertainty_coef=1.0)
+    got = make_scorer(m, planner_cfg, 0.9)(p, z, acts, key)
     for k in range(m.num_heads):
         zs, ret, alive = np.broadcast_to(z, (3, z.shape[-1])), np.zeros(3), np.ones(3)
         for t in range(2):
