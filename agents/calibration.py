@@ -20,6 +20,7 @@ from worldmodel.uncertainty import (
     conformal_threshold,
     fit_scales,
     interval_z,
+    residual_z,
     step_scores,
 )
 
@@ -29,14 +30,19 @@ _CHUNK = 4096
 @functools.partial(jax.jit, static_argnums=0)
 def _score_chunk(model, params, calib, obs, action, next_obs):
     scores = step_scores(model, params, calib, obs, action, next_obs)
-    return scores, interval_z(model, params, obs, action, next_obs)
+    extra = {
+        "interval_z": interval_z(model, params, obs, action, next_obs),
+        "residual_z": residual_z(model, params, calib, obs, action, next_obs),
+    }
+    return scores, extra
 
 
 def score_transitions(agent, params, calib: Calibration, obs, action, next_obs) -> dict:
     """Per-transition scores of obs (T, D), action (T, A), next_obs (T, D).
 
-    Returns numpy {'epistemic','surprise','max', and their parts} (T,) and 'interval_z' (T, D)
-    (standardised next-observation residuals, see worldmodel.uncertainty.interval_z). Evaluated in fixed chunks (one compile).
+    Returns numpy {'epistemic','surprise','max', and their parts} (T,), 'interval_z' (T, D)
+    and 'residual_z' (T, D + L) (standardised residuals, see worldmodel.uncertainty.interval_z
+    and residual_z). Evaluated in fixed chunks (one compile).
     """
     T = len(obs)
     out: dict[str, list] = {}
@@ -44,13 +50,15 @@ def score_transitions(agent, params, calib: Calibration, obs, action, next_obs) 
         sl = slice(lo, lo + _CHUNK)
         n = len(obs[sl])
         pad = functools.partial(_pad_to, n=_CHUNK)
-        scores, iz = _score_chunk(
+        scores, extra = _score_chunk(
             agent.model, params, calib, pad(obs[sl]), pad(action[sl]), pad(next_obs[sl])
         )
-        for k, v in {**scores, "interval_z": iz}.items():
+        for k, v in {**scores, **extra}.items():
             out.setdefault(k, []).append(np.asarray(v)[:n])
     if not out:
-        return {k: np.zeros(0) for k in ("epistemic", "surprise", "max", "interval_z")}
+        return {
+            k: np.zeros(0) for k in ("epistemic", "surprise", "max", "interval_z", "residual_z")
+        }
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

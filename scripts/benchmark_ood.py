@@ -147,6 +147,7 @@ def benchmark(run_dir: Path, args) -> dict:
     from envs import env_spec
     from envs.shifts import MINOR_SHIFTS, SEVERE_SHIFTS
     from scripts.bundle import load_run
+    from worldmodel.bias import bias_scores, fit_bias_test
     from worldmodel.uncertainty import conformal_threshold
 
     agent, state, cfg, meta, replay_arrays = load_run(run_dir)
@@ -168,6 +169,13 @@ def benchmark(run_dir: Path, args) -> dict:
     # normalisers from training transitions, threshold from the calibration split
     calib, _ = calibrate(agent, params, train, calib_data, kind="max", window=1, alpha=args.alpha)
     s_cal, s_test = _scores(agent, params, calib, calib_data), _scores(agent, params, calib, test)
+    # the bias test: mean and precision from the calibration split's first half of episodes,
+    # threshold from its second half (worldmodel.bias)
+    ep_cal = np.cumsum(calib_data["first"]) - 1
+    fit_half = ep_cal < max(1, E // 2)
+    bias = fit_bias_test(s_cal["residual_z"][fit_half], calib_data["first"][fit_half], window=10)
+    add_bias = lambda sc, d: sc.update(bias_w10=bias_scores(bias, sc["residual_z"], d["first"]))  # noqa: E731
+    add_bias(s_cal, calib_data), add_bias(s_test, test)
     result = {"env": env_id, "run": str(run_dir), "seed": cfg.seed, "env_steps": meta["env_steps"],
               "policy": args.policy, "episodes": E, "max_steps": T, "alpha": args.alpha,
               "calib_transitions": len(calib_data["t"]), "test_transitions": len(test["t"]),
@@ -182,6 +190,8 @@ def benchmark(run_dir: Path, args) -> dict:
             )
             dec = decision_scores(s_test, test["first"], kind=kind, window=w)
             thresholds[name], false_abstain[name] = thr, float(np.mean(dec > thr))
+    thresholds["bias_w10"] = conformal_threshold(s_cal["bias_w10"][~fit_half], args.alpha)
+    false_abstain["bias_w10"] = float(np.mean(s_test["bias_w10"] > thresholds["bias_w10"]))
     result["thresholds"], result["false_abstain_rate"] = thresholds, false_abstain
     gate_calib = calib.replace(threshold=np.float32(thresholds["max_w1"])).to_json()
     result["calibration"] = gate_calib  # the gate's (score max, window 1) calibration
@@ -201,10 +211,12 @@ def benchmark(run_dir: Path, args) -> dict:
     for name, shift in shifts.items():
         data = run(episodes=E, seed=base + 1000, shift=shift)  # the test seeds: paired worlds
         s = _scores(agent, params, calib, data)
+        add_bias(s, data)
         r = {"return": float(data["returns"].mean()), "transitions": len(data["t"])}
         for kind in KINDS:
             r[kind] = _detect(s_test[kind], s[kind])
             r[f"{kind}_w10"] = _detect(s_test[f"{kind}_w10"], s[f"{kind}_w10"])
+        r["bias_w10"] = _detect(s_test["bias_w10"], s["bias_w10"])
         for part in ("epistemic_latent", "epistemic_obs", "surprise_latent", "surprise_obs"):
             r[part] = _detect(s_test[part], s[part])["auroc"]
         # two-sided: the windowed score left its calibration range in either direction
@@ -229,16 +241,17 @@ def benchmark(run_dir: Path, args) -> dict:
 
         data = run(episodes=E, seed=base + 2000, shift=dataclasses.replace(shift, at_step=at))
         s = _scores(agent, params, calib, data)
-        dec = decision_scores(s, data["first"], kind="max", window=10)
         ep = np.cumsum(data["first"]) - 1
-        per = [
-            detection_delay(dec[ep == e], thr10, at)
-            for e in range(E)
-            if (data["t"][ep == e]).max() > at
-        ]
-        got = [d for d, _ in per if d is not None]
-        delays[name] = {"episodes": len(per), "detected": len(got), "median_delay": float(np.median(got)) if got else None,
-                        "delays": got, "false_alarms_before_switch": int(sum(fa for _, fa in per))}  # fmt: skip
+        long = [e for e in range(E) if (data["t"][ep == e]).max() > at]
+        for prefix, dec, thr in (
+            ("", decision_scores(s, data["first"], kind="max", window=10), thr10),
+            ("bias_", bias_scores(bias, s["residual_z"], data["first"]), thresholds["bias_w10"]),
+        ):
+            per = [detection_delay(dec[ep == e], thr, at) for e in long]
+            got = [d for d, _ in per if d is not None]
+            delays.setdefault(name, {"episodes": len(per)})
+            delays[name] |= {f"{prefix}detected": len(got), f"{prefix}median_delay": float(np.median(got)) if got else None,
+                             f"{prefix}delays": got, f"{prefix}false_alarms_before_switch": int(sum(fa for _, fa in per))}  # fmt: skip
     result["mid_episode"] = {"at_step": at, "window": 10, "threshold": thr10, "per_shift": delays}
 
     if args.fallback_episodes:
@@ -269,6 +282,9 @@ def _summary(r: dict) -> str:
             a = np.mean([v[kind + suffix]["auroc"] for v in sev])
             f = np.mean([v[kind + suffix]["fpr95"] for v in sev])
             lines.append(f"  severe avg {kind + suffix:>14}: AUROC {a:.3f}  FPR95 {f:.3f}")
+    a = np.mean([v["bias_w10"]["auroc"] for v in sev])
+    f = np.mean([v["bias_w10"]["fpr95"] for v in sev])
+    lines.append(f"  severe avg {'bias_w10':>14}: AUROC {a:.3f}  FPR95 {f:.3f}")
     fa = r["false_abstain_rate"]
     lines.append(
         f"  false-abstain (alpha {r['alpha']}): " + ", ".join(f"{k} {v:.3f}" for k, v in fa.items())
