@@ -3,7 +3,9 @@
 For each trained run folder: collect fresh episodes (seeds never used in training) in the
 training world (a calibration split and a test split) and in shifted worlds (envs.shifts: the
 severe and minor shifts, from reset, and the severe ones switched on mid-episode); score every
-transition; report per shift AUROC / AP / FPR95 per transition and over a 10-step window, the
+transition; report per shift AUROC / AP / FPR95 per transition and over a 10-step window (and
+of worldmodel.bias's windowed test on the signed residuals, `bias_w10`: mean and precision from
+the calibration split's first half of episodes, threshold from its second half), the
 in-distribution false-abstain rate against alpha, detection delay, risk-coverage / AURC of the
 5-step prediction error, predictive-interval coverage, and the return with abstention+fallback
 against without in a severely shifted world. Raw results: scripts/results/ood_<env>_s<seed>.json.
