@@ -5,7 +5,8 @@ training world (a calibration split and a test split) and in shifted worlds (env
 severe and minor shifts, from reset, and the severe ones switched on mid-episode); score every
 transition; report per shift AUROC / AP / FPR95 per transition and over a 10-step window (and
 of worldmodel.bias's windowed test on the signed residuals, `bias_w10`: mean and precision from
-the calibration split's first half of episodes, threshold from its second half), the
+the calibration split's first half of episodes, threshold from its second half; and
+`either_w10`, an alarm from either test, Bonferroni over their conformal p-values), the
 in-distribution false-abstain rate against alpha, detection delay, risk-coverage / AURC of the
 5-step prediction error, predictive-interval coverage, and the return with abstention+fallback
 against without in a severely shifted world. Raw results: scripts/results/ood_<env>_s<seed>.json.
@@ -143,6 +144,7 @@ def benchmark(run_dir: Path, args) -> dict:
     from agents.abstain import decision_scores
     from agents.agent import make_agent
     from agents.calibration import calibrate
+    from agents.change import conformal_pvalues
     from agents.evaluation import evaluate
     from agents.metrics import detection_delay, interval_coverage
     from agents.replay import Replay
@@ -177,7 +179,17 @@ def benchmark(run_dir: Path, args) -> dict:
     fit_half = ep_cal < max(1, E // 2)
     bias = fit_bias_test(s_cal["residual_z"][fit_half], calib_data["first"][fit_half], window=10)
     add_bias = lambda sc, d: sc.update(bias_w10=bias_scores(bias, sc["residual_z"], d["first"]))  # noqa: E731
-    add_bias(s_cal, calib_data), add_bias(s_test, test)
+    add_bias(s_cal, calib_data)
+    # either test alarms: Bonferroni over the two conformal p-values (max_w10, bias_w10), so
+    # -log(min(1, 2 min p)) > -log(alpha) keeps the per-step false-alarm rate at most alpha
+    refs = {"max_w10": s_cal["max_w10"], "bias_w10": s_cal["bias_w10"][~fit_half]}
+
+    def add_bias_either(sc, d):
+        add_bias(sc, d)
+        p = np.minimum(*(conformal_pvalues(refs[k], sc[k]) for k in refs))
+        sc["either_w10"] = -np.log(np.minimum(1.0, 2.0 * p))
+
+    add_bias_either(s_test, test)
     result = {"env": env_id, "run": str(run_dir), "seed": cfg.seed, "env_steps": meta["env_steps"],
               "policy": args.policy, "episodes": E, "max_steps": T, "alpha": args.alpha,
               "calib_transitions": len(calib_data["t"]), "test_transitions": len(test["t"]),
@@ -194,6 +206,8 @@ def benchmark(run_dir: Path, args) -> dict:
             thresholds[name], false_abstain[name] = thr, float(np.mean(dec > thr))
     thresholds["bias_w10"] = conformal_threshold(s_cal["bias_w10"][~fit_half], args.alpha)
     false_abstain["bias_w10"] = float(np.mean(s_test["bias_w10"] > thresholds["bias_w10"]))
+    thresholds["either_w10"] = float(-np.log(args.alpha))
+    false_abstain["either_w10"] = float(np.mean(s_test["either_w10"] > thresholds["either_w10"]))
     result["thresholds"], result["false_abstain_rate"] = thresholds, false_abstain
     gate_calib = calib.replace(threshold=np.float32(thresholds["max_w1"])).to_json()
     result["calibration"] = gate_calib  # the gate's (score max, window 1) calibration
@@ -213,12 +227,13 @@ def benchmark(run_dir: Path, args) -> dict:
     for name, shift in shifts.items():
         data = run(episodes=E, seed=base + 1000, shift=shift)  # the test seeds: paired worlds
         s = _scores(agent, params, calib, data)
-        add_bias(s, data)
+        add_bias_either(s, data)
         r = {"return": float(data["returns"].mean()), "transitions": len(data["t"])}
         for kind in KINDS:
             r[kind] = _detect(s_test[kind], s[kind])
             r[f"{kind}_w10"] = _detect(s_test[f"{kind}_w10"], s[f"{kind}_w10"])
-        r["bias_w10"] = _detect(s_test["bias_w10"], s["bias_w10"])
+        for name_w in ("bias_w10", "either_w10"):
+            r[name_w] = _detect(s_test[name_w], s[name_w])
         for part in ("epistemic_latent", "epistemic_obs", "surprise_latent", "surprise_obs"):
             r[part] = _detect(s_test[part], s[part])["auroc"]
         # two-sided: the windowed score left its calibration range in either direction
@@ -284,9 +299,10 @@ def _summary(r: dict) -> str:
             a = np.mean([v[kind + suffix]["auroc"] for v in sev])
             f = np.mean([v[kind + suffix]["fpr95"] for v in sev])
             lines.append(f"  severe avg {kind + suffix:>14}: AUROC {a:.3f}  FPR95 {f:.3f}")
-    a = np.mean([v["bias_w10"]["auroc"] for v in sev])
-    f = np.mean([v["bias_w10"]["fpr95"] for v in sev])
-    lines.append(f"  severe avg {'bias_w10':>14}: AUROC {a:.3f}  FPR95 {f:.3f}")
+    for name in ("bias_w10", "either_w10"):
+        a = np.mean([v[name]["auroc"] for v in sev])
+        f = np.mean([v[name]["fpr95"] for v in sev])
+        lines.append(f"  severe avg {name:>14}: AUROC {a:.3f}  FPR95 {f:.3f}")
     fa = r["false_abstain_rate"]
     lines.append(
         f"  false-abstain (alpha {r['alpha']}): " + ", ".join(f"{k} {v:.3f}" for k, v in fa.items())
