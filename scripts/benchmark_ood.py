@@ -209,6 +209,13 @@ def benchmark(run_dir: Path, args) -> dict:
     thresholds["either_w10"] = float(-np.log(args.alpha))
     false_abstain["either_w10"] = float(np.mean(s_test["either_w10"] > thresholds["either_w10"]))
     result["thresholds"], result["false_abstain_rate"] = thresholds, false_abstain
+    # where in the episode the windowed tests alarm in distribution (first 10 steps vs later)
+    early = test["t"] < 10
+    result["false_abstain_by_t"] = {
+        name: {part: float(np.mean(s_test[name][m] > thresholds[name]))
+               for part, m in (("t<10", early), ("t>=10", ~early)) if m.any()}
+        for name in ("max_w10", "bias_w10", "either_w10")
+    }  # fmt: skip
     gate_calib = calib.replace(threshold=np.float32(thresholds["max_w1"])).to_json()
     result["calibration"] = gate_calib  # the gate's (score max, window 1) calibration
     if args.write_calibration:  # visualize/evaluate read it from the run folder

@@ -24,6 +24,8 @@ def test_benchmark_ood_reports_bias_and_either_tests(tmp_path, capsys):
     for name in ("max_w1", "max_w10", "bias_w10", "either_w10"):
         assert 0.0 <= r["false_abstain_rate"][name] <= 1.0
     assert math.isfinite(r["thresholds"]["bias_w10"])
+    for rates in r["false_abstain_by_t"].values():
+        assert set(rates) == {"t<10", "t>=10"} and all(0.0 <= v <= 1.0 for v in rates.values())
     for shift in r["shifts"].values():
         for name in ("max_w10", "bias_w10", "either_w10"):
             assert 0.0 <= shift[name]["auroc"] <= 1.0
