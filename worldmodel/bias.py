@@ -34,10 +34,6 @@ class BiasTest:
     precision: np.ndarray
     window: int
 
-    def to_json(self) -> dict:
-        return {"mean": self.mean.tolist(), "precision": self.precision.tolist(),
-                "window": self.window}  # fmt: skip
-
 
 def window_sums(residuals, first, window: int) -> np.ndarray:
     """w_t (T, M): the sum of r over the trailing `window` steps of t's episode over sqrt(count)."""
