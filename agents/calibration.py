@@ -19,7 +19,6 @@ from worldmodel.uncertainty import (
     Calibration,
     conformal_threshold,
     fit_scales,
-    interval_z,
     residual_z,
     step_scores,
 )
@@ -30,11 +29,8 @@ _CHUNK = 4096
 @functools.partial(jax.jit, static_argnums=0)
 def _score_chunk(model, params, calib, obs, action, next_obs):
     scores = step_scores(model, params, calib, obs, action, next_obs)
-    extra = {
-        "interval_z": interval_z(model, params, obs, action, next_obs),
-        "residual_z": residual_z(model, params, calib, obs, action, next_obs),
-    }
-    return scores, extra
+    r = residual_z(model, params, calib, obs, action, next_obs)  # (T, D + L), obs part first
+    return scores, {"interval_z": jnp.abs(r[..., : obs.shape[-1]]), "residual_z": r}
 
 
 def score_transitions(agent, params, calib: Calibration, obs, action, next_obs) -> dict:
@@ -42,7 +38,8 @@ def score_transitions(agent, params, calib: Calibration, obs, action, next_obs) 
 
     Returns numpy {'epistemic','surprise','max', and their parts} (T,), 'interval_z' (T, D)
     and 'residual_z' (T, D + L) (standardised residuals, see worldmodel.uncertainty.interval_z
-    and residual_z). Evaluated in fixed chunks (one compile).
+    and residual_z; interval_z is the observation part of residual_z, unsigned). Evaluated in
+    fixed chunks (one compile).
     """
     T = len(obs)
     out: dict[str, list] = {}
