@@ -23,7 +23,7 @@ from agents.abstain import AbstainConfig, fallback_action, gate, init_prev
 from agents.planner import PlannerConfig, make_planner
 from worldmodel.losses import LossConfig
 from worldmodel.model import WorldModel, make_world_model
-from worldmodel.uncertainty import Calibration, init_calibration
+from worldmodel.uncertainty import BIAS_KINDS, Calibration, init_calibration
 from worldmodel.update import OptimConfig, TrainState, make_train
 
 
@@ -53,7 +53,9 @@ class Agent:
         does not retrace; default: committed to this process's first device."""
         m = self.model
         zeros = jnp.zeros((num_envs, self.planner_cfg.horizon, m.act_dim))
-        prev = init_prev(num_envs, m.obs_dim, m.act_dim, self.abstain_cfg.window)
+        cfg = self.abstain_cfg
+        res_dim = m.obs_dim + m.latent_dim if cfg.score in BIAS_KINDS else 0
+        prev = init_prev(num_envs, m.obs_dim, m.act_dim, cfg.window, res_dim)
         carry = Carry(plan_mean=zeros, prev=prev)
         sharding = getattr(jax.tree.leaves(like)[0], "sharding", None) if like is not None else None
         if isinstance(sharding, jax.sharding.NamedSharding):

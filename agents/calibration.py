@@ -2,8 +2,10 @@
 
 `calibrate` fits the score normalisers on training transitions, scores held-out transitions the
 model never trained on exactly as the gate would, and sets the split-conformal threshold, so
-the in-distribution false-abstain rate is at most alpha. `score_transitions` is the jitted
-per-transition scorer the OOD benchmark also uses.
+the in-distribution false-abstain rate is at most alpha. For the scores 'bias' and 'either' the
+held-out episodes are split in two (`fit_split`): the first half fits the bias test's mean and
+precision and the per-phase scales, the second half alone sets the threshold, so the guarantee
+still holds. `score_transitions` is the jitted per-transition scorer the OOD benchmark also uses.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agents.abstain import decision_scores
+from agents.abstain import decision_parts, decision_scores
+from worldmodel.bias import fit_bias_test
 from worldmodel.uncertainty import (
+    BIAS_KINDS,
     Calibration,
     conformal_threshold,
     fit_scales,
-    residual_z,
+    init_calibration,
     step_scores,
 )
 
@@ -29,7 +33,7 @@ _CHUNK = 4096
 @functools.partial(jax.jit, static_argnums=0)
 def _score_chunk(model, params, calib, obs, action, next_obs):
     scores = step_scores(model, params, calib, obs, action, next_obs)
-    r = residual_z(model, params, calib, obs, action, next_obs)  # (T, D + L), obs part first
+    r = scores.pop("residual")  # (T, D + L), obs part first
     return scores, {"interval_z": jnp.abs(r[..., : obs.shape[-1]]), "residual_z": r}
 
 
@@ -72,8 +76,65 @@ def _fit(model, params, obs, action, next_obs):
 def fit_calibration_scales(agent, params, train: dict, *, alpha: float) -> Calibration:
     """Calibration with normalisers fit on training transitions; threshold still inf."""
     epi, res, obs_epi = _fit(agent.model, params, train["obs"], train["action"], train["next_obs"])
-    inf = jnp.asarray(np.inf, jnp.float32)
-    return Calibration(epi, res, obs_epi, inf, jnp.asarray(0, jnp.int32), alpha)
+    m = agent.model
+    base = init_calibration(m.latent_dim, m.obs_dim, alpha=alpha)
+    return base.replace(epi_scale=epi, res_scale=res, obs_epi_scale=obs_epi)
+
+
+def fit_split(first) -> tuple[np.ndarray, np.ndarray]:
+    """(fit (T,) bool, first' (T,)): the first half of the held-out episodes, and the episode
+    starts with one added where the second half begins (one episode: split at T // 2)."""
+    first = np.asarray(first, bool).copy()
+    episode = np.cumsum(first) - 1
+    n = episode.max() + 1 if len(first) else 0
+    fit = episode < n // 2 if n >= 2 else np.arange(len(first)) < len(first) // 2
+    if (~fit).any():
+        first[np.argmax(~fit)] = True
+    return fit, first
+
+
+def holdout_decisions(
+    agent, params, calib: Calibration, holdout: dict, *, kind: str, window: int, scores=None
+):
+    """(decision scores, first) of the conformal part of `holdout` (the second half for the bias
+    kinds, else all of it) under `calib`; what the threshold and the change detector rank.
+    `scores`: holdout's `score_transitions` under calib's normalisers, if already computed."""
+    if scores is None:
+        scores = score_transitions(
+            agent, params, calib, holdout["obs"], holdout["action"], holdout["next_obs"]
+        )
+    first = np.asarray(holdout["first"], bool)
+    if kind not in BIAS_KINDS:
+        return decision_scores(scores, first, kind=kind, window=window), first
+    fit, first = fit_split(first)
+    d = decision_scores(scores, first, kind=kind, window=window, calib=calib)
+    return d[~fit], first[~fit]
+
+
+def fit_bias(calib: Calibration, scores: dict, first, *, window: int) -> Calibration:
+    """calib with the bias test (mean, precision) and the per-phase [max, bias] scales, both
+    from the first half of the held-out episodes (`fit_split`); scores: their
+    `score_transitions`, first (T,) their episode starts. Raises ConfigError when that half has
+    no more transitions than residual dims (worldmodel.bias)."""
+    fit, first = fit_split(first)
+    test = fit_bias_test(scores["residual_z"][fit], first[fit], window=window)
+    calib = calib.replace(
+        bias_mean=jnp.asarray(test.mean, jnp.float32),
+        bias_prec=jnp.asarray(test.precision, jnp.float32),
+    )
+    parts = decision_parts(scores, first, window=window, calib=calib)
+    scale = np.ones((2, 2))
+    for phase in (0, 1):
+        m = fit & (parts["late"] == bool(phase))
+        for j, name in enumerate(("max_w", "bias")):
+            if m.any():
+                scale[phase, j] = max(float(np.quantile(parts[name][m], 1.0 - calib.alpha)), 1e-6)
+    return calib.replace(scale=jnp.asarray(scale, jnp.float32))
+
+
+def bias_fit_size(first, obs_dim: int, latent_dim: int) -> tuple[int, int]:
+    """(transitions in the fit half, the residual dims they must exceed)."""
+    return int(fit_split(first)[0].sum()), obs_dim + latent_dim
 
 
 def calibrate(agent, params, train: dict, holdout: dict, *, kind: str, window: int, alpha: float):
@@ -81,13 +142,16 @@ def calibrate(agent, params, train: dict, holdout: dict, *, kind: str, window: i
 
     train: obs (B, D), action (B, A), next_obs (B, D) — transitions the model trained on.
     holdout: obs, action, next_obs (T, ...), first (T,) — transitions it never trained on, in
-    time order. Returns (Calibration, the held-out decision scores (T,)).
+    time order. Returns (Calibration, the decision scores the threshold was set on).
     """
     calib = fit_calibration_scales(agent, params, train, alpha=alpha)
-    scores = score_transitions(
-        agent, params, calib, holdout["obs"], holdout["action"], holdout["next_obs"]
+    o, a, o2 = holdout["obs"], holdout["action"], holdout["next_obs"]
+    scores = score_transitions(agent, params, calib, o, a, o2)
+    if kind in BIAS_KINDS:
+        calib = fit_bias(calib, scores, holdout["first"], window=window)
+    decisions, _ = holdout_decisions(
+        agent, params, calib, holdout, kind=kind, window=window, scores=scores
     )
-    decisions = decision_scores(scores, holdout["first"], kind=kind, window=window)
     threshold = conformal_threshold(decisions, alpha)
     calib = calib.replace(
         threshold=jnp.asarray(threshold, jnp.float32), n=jnp.asarray(len(decisions), jnp.int32)
@@ -148,6 +212,12 @@ class Calibrator:
         holdout = replay.holdout_stream(self.cfg.calib_size, since=since)
         if len(holdout["obs"]) == 0 or replay.held >= len(replay):
             return None
+        if self.cfg.score in BIAS_KINDS:  # the bias test needs more transitions than dims
+            have, need = bias_fit_size(
+                holdout["first"], self.agent.model.obs_dim, self.agent.model.latent_dim
+            )
+            if have <= need:
+                return None
         batch = replay.sample(self.cfg.fit_size, 1, rng)
         train = {"obs": batch["obs"][:, 0], "action": batch["action"][:, 0]}
         train["next_obs"] = batch["obs"][:, 1]

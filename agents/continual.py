@@ -21,8 +21,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from agents.abstain import decision_scores
-from agents.calibration import Calibrator, score_transitions
+from agents.calibration import Calibrator, holdout_decisions
 from agents.change import ChangeConfig, ChangeDetector
 from agents.evaluation import evaluate
 from agents.replay import Replay
@@ -94,11 +93,11 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
     def calib_scores(since: int) -> tuple[np.ndarray, list]:
         """(held-out decision scores since add() `since`, the same split by episode)."""
         h = replay.holdout_stream(cfg.abstain.calib_size, since=since)
-        s = score_transitions(
-            agent, state.params, calibrator.calib, h["obs"], h["action"], h["next_obs"]
+        ac = agent.abstain_cfg
+        d, first = holdout_decisions(
+            agent, state.params, calibrator.calib, h, kind=ac.score, window=ac.window
         )
-        d = decision_scores(s, h["first"], kind="max", window=1)
-        return d, np.split(d, np.flatnonzero(h["first"])[1:])
+        return d, np.split(d, np.flatnonzero(first)[1:])
 
     scores, episodes = calib_scores(0)
     change_cfg = ChangeConfig(**cfg.section("change"))
@@ -138,7 +137,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 explore=calibrator.explore, plan=tc.plan, calib=calibrator.calib,
             )  # fmt: skip
             info = jax.device_get(info)
-            if detector.update(float(info["step_score"][0])):  # every mode reports its alarms
+            if detector.update(float(info["score"][0])):  # the gate's decision score; every mode alarms
                 since = replay.added
                 # a phase keeps every alarm; its detection delay is the first one's
                 phases[-1]["alarms"].append(step_no)

@@ -4,9 +4,10 @@ For each trained run folder: collect fresh episodes (seeds never used in trainin
 training world (a calibration split and a test split) and in shifted worlds (envs.shifts: the
 severe and minor shifts, from reset, and the severe ones switched on mid-episode); score every
 transition; report per shift AUROC / AP / FPR95 per transition and over a 10-step window (and
-of worldmodel.bias's windowed test on the signed residuals, `bias_w10`: mean and precision from
-the calibration split's first half of episodes, threshold from its second half; and
-`either_w10`, an alarm from either test, Bonferroni over their conformal p-values), the
+of the gate's bias kinds (agents.abstain), `bias_w10`, worldmodel.bias's windowed test on the
+signed residuals, and `either_w10`, the max of it and `max_w10` each over its per-phase
+in-distribution quantile: bias test and scales from the calibration split's first half of
+episodes, threshold from its second half, as agents.calibration.calibrate does), the
 in-distribution false-abstain rate against alpha, detection delay, risk-coverage / AURC of the
 5-step prediction error, predictive-interval coverage, and the return with abstention+fallback
 against without in a severely shifted world. Raw results: scripts/results/ood_<env>_s<seed>.json.
@@ -144,14 +145,12 @@ def benchmark(run_dir: Path, args) -> dict:
     from agents.abstain import decision_scores
     from agents.agent import make_agent
     from agents.calibration import calibrate
-    from agents.change import conformal_pvalues
     from agents.evaluation import evaluate
     from agents.metrics import detection_delay, interval_coverage
     from agents.replay import Replay
     from envs import env_spec
     from envs.shifts import MINOR_SHIFTS, SEVERE_SHIFTS
     from scripts.bundle import load_run
-    from worldmodel.bias import bias_scores, fit_bias_test
     from worldmodel.uncertainty import conformal_threshold
 
     agent, state, cfg, meta, replay_arrays = load_run(run_dir)
@@ -173,21 +172,18 @@ def benchmark(run_dir: Path, args) -> dict:
     # normalisers from training transitions, threshold from the calibration split
     calib, _ = calibrate(agent, params, train, calib_data, kind="max", window=1, alpha=args.alpha)
     s_cal, s_test = _scores(agent, params, calib, calib_data), _scores(agent, params, calib, test)
-    # the bias test: mean and precision from the calibration split's first half of episodes,
-    # threshold from its second half (worldmodel.bias)
-    ep_cal = np.cumsum(calib_data["first"]) - 1
-    fit_half = ep_cal < max(1, E // 2)
-    bias = fit_bias_test(s_cal["residual_z"][fit_half], calib_data["first"][fit_half], window=10)
-    add_bias = lambda sc, d: sc.update(bias_w10=bias_scores(bias, sc["residual_z"], d["first"]))  # noqa: E731
-    add_bias(s_cal, calib_data)
-    # either test alarms: Bonferroni over the two conformal p-values (max_w10, bias_w10), so
-    # -log(min(1, 2 min p)) > -log(alpha) keeps the per-step false-alarm rate at most alpha
-    refs = {"max_w10": s_cal["max_w10"], "bias_w10": s_cal["bias_w10"][~fit_half]}
+    # the gate's bias kinds, calibrated as the gate is: bias test and per-phase scales from the
+    # calibration split's first half of episodes, the conformal threshold from its second half
+    gates = {
+        f"{k}_w10": calibrate(
+            agent, params, train, calib_data, kind=k, window=10, alpha=args.alpha
+        )[0]
+        for k in ("bias", "either")
+    }
 
     def add_bias_either(sc, d):
-        add_bias(sc, d)
-        p = np.minimum(*(conformal_pvalues(refs[k], sc[k]) for k in refs))
-        sc["either_w10"] = -np.log(np.minimum(1.0, 2.0 * p))
+        for name, c in gates.items():
+            sc[name] = decision_scores(sc, d["first"], kind=name[:-4], window=10, calib=c)
 
     add_bias_either(s_test, test)
     result = {"env": env_id, "run": str(run_dir), "seed": cfg.seed, "env_steps": meta["env_steps"],
@@ -204,10 +200,9 @@ def benchmark(run_dir: Path, args) -> dict:
             )
             dec = decision_scores(s_test, test["first"], kind=kind, window=w)
             thresholds[name], false_abstain[name] = thr, float(np.mean(dec > thr))
-    thresholds["bias_w10"] = conformal_threshold(s_cal["bias_w10"][~fit_half], args.alpha)
-    false_abstain["bias_w10"] = float(np.mean(s_test["bias_w10"] > thresholds["bias_w10"]))
-    thresholds["either_w10"] = float(-np.log(args.alpha))
-    false_abstain["either_w10"] = float(np.mean(s_test["either_w10"] > thresholds["either_w10"]))
+    for name, c in gates.items():
+        thresholds[name] = float(c.threshold)
+        false_abstain[name] = float(np.mean(s_test[name] > thresholds[name]))
     result["thresholds"], result["false_abstain_rate"] = thresholds, false_abstain
     # where in the episode the windowed tests alarm in distribution (first 10 steps vs later)
     early = test["t"] < 10
@@ -267,9 +262,11 @@ def benchmark(run_dir: Path, args) -> dict:
         s = _scores(agent, params, calib, data)
         ep = np.cumsum(data["first"]) - 1
         long = [e for e in range(E) if (data["t"][ep == e]).max() > at]
+        add_bias_either(s, data)
         for prefix, dec, thr in (
             ("", decision_scores(s, data["first"], kind="max", window=10), thr10),
-            ("bias_", bias_scores(bias, s["residual_z"], data["first"]), thresholds["bias_w10"]),
+            ("bias_", s["bias_w10"], thresholds["bias_w10"]),
+            ("either_", s["either_w10"], thresholds["either_w10"]),
         ):
             per = [detection_delay(dec[ep == e], thr, at) for e in long]
             got = [d for d, _ in per if d is not None]
@@ -282,17 +279,22 @@ def benchmark(run_dir: Path, args) -> dict:
         gated = make_agent(
             spec["obs_dim"], spec["act_dim"],
             **{k: cfg.section(k) for k in ("model", "loss", "optim", "planner")},
-            abstain={**cfg.section("abstain"), "enabled": True, "score": "max", "window": 1,
+            abstain={**cfg.section("abstain"), "enabled": True, "score": args.gate_score,
+                     "window": 1 if args.gate_score == "max" else 10,
                      "fallback": args.fallback, "alpha": args.alpha},
         )  # fmt: skip
-        calib_gate = calib.replace(threshold=np.float32(thresholds["max_w1"]))
+        if args.gate_score == "max":
+            calib_gate = calib.replace(threshold=np.float32(thresholds["max_w1"]))
+        else:
+            calib_gate = gates["either_w10"]
         fb = {}
         for name in args.fallback_shifts:
             shift = SEVERE_SHIFTS[name]
             kw = dict(env_id=env_id, episodes=args.fallback_episodes, seed=base + 3000, plan=True, max_episode_steps=T, shift=shift)  # fmt: skip
             on = evaluate(gated, state, calib=calib_gate, **kw)
             off = evaluate(agent, state, calib=None, **kw)
-            fb[name] = {"with_abstention": on, "without": off, "fallback": args.fallback}
+            fb[name] = {"with_abstention": on, "without": off, "fallback": args.fallback,
+                        "gate_score": args.gate_score}  # fmt: skip
         result["fallback"] = fb
     result["seconds"] = time.perf_counter() - tic
     return result
@@ -343,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         help="episodes for the return with/without abstention",
     )
     p.add_argument("--fallback", choices=("hold", "prior", "stop"), default="prior")
+    p.add_argument(
+        "--gate-score",
+        choices=("max", "either"),
+        default="either",
+        help="the gate of the fallback episodes: max (window 1) or either (window 10)",
+    )
     p.add_argument("--fallback-shifts", nargs="*", default=["mass", "actuator_gain"])
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument(

@@ -16,7 +16,6 @@ from envs import Step
 from worldmodel.errors import ConfigError
 from worldmodel.uncertainty import (
     Abstained,
-    Calibration,
     conformal_threshold,
     init_calibration,
     predict,
@@ -73,7 +72,7 @@ def test_step_scores_match_hand_formula(tiny):
     epi = rng.uniform(0.5, 2, 16).astype(np.float32)
     res = rng.uniform(0.5, 2, 16).astype(np.float32)
     oepi = rng.uniform(0.5, 2, 3).astype(np.float32)
-    calib = Calibration(epi, res, oepi, jnp.asarray(1.0), jnp.asarray(10))
+    calib = init_calibration(16, 3).replace(epi_scale=epi, res_scale=res, obs_epi_scale=oepi)
     f64 = lambda x: np.asarray(x, np.float64)  # noqa: E731
     z, zn = f64(model.encode(params, obs)), f64(model.encode(params, nxt))
     zk = f64(model.next_all(params, z.astype(np.float32), a))  # (K, 4, L)
@@ -86,6 +85,10 @@ def test_step_scores_match_hand_formula(tiny):
     np.testing.assert_allclose(got["epistemic"], e, rtol=1e-4)
     np.testing.assert_allclose(got["surprise"], 0.5 * (s_lat + s_obs), rtol=1e-4)
     np.testing.assert_allclose(got["max"], np.maximum(got["epistemic"], got["surprise"]))
+    # the signed residuals: obs part, then latent part; their squares' means are the surprise parts
+    r_obs = (y - om.mean(0)) / np.sqrt(om.var(0) + ov.mean(0))
+    r_lat = (zn - zk.mean(0)) / np.sqrt(zk.var(0) + res)
+    np.testing.assert_allclose(got["residual"], np.concatenate([r_obs, r_lat], -1), rtol=1e-4, atol=1e-5)
 
 
 def test_prediction_cannot_hand_out_an_abstained_value(tiny):

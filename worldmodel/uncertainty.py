@@ -26,7 +26,8 @@ import numpy as np
 from worldmodel.errors import ConfigError
 from worldmodel.model import WorldModel
 
-SCORE_KINDS = ("epistemic", "surprise", "max")
+SCORE_KINDS = ("epistemic", "surprise", "max", "bias", "either")
+BIAS_KINDS = ("bias", "either")  # kinds that need the windowed bias test (worldmodel.bias)
 _FLOOR = 1e-8
 
 
@@ -37,7 +38,10 @@ class Calibration:
     epi_scale (L,), res_scale (L,), obs_epi_scale (D,): per-dim in-distribution disagreement and
     residual variance, fit on training data. threshold (): the split-conformal (1 - alpha)
     quantile of the score on held-out transitions (inf = not calibrated: nothing abstains).
-    n (): calibration set size.
+    n (): calibration set size. For the scores 'bias' and 'either' (agents.abstain):
+    bias_mean (M,), bias_prec (M, M) the windowed bias test's in-distribution mean and precision
+    (worldmodel.bias, M = D + L), and scale (2, 2): the normaliser of [max, bias] in the first
+    `window` decisions of an episode (row 0) and after them (row 1). Defaults: 0, I, 1.
     """
 
     epi_scale: jax.Array
@@ -45,6 +49,9 @@ class Calibration:
     obs_epi_scale: jax.Array
     threshold: jax.Array
     n: jax.Array
+    bias_mean: jax.Array
+    bias_prec: jax.Array
+    scale: jax.Array
     alpha: float = flax.struct.field(pytree_node=False, default=0.05)
 
     @property
@@ -59,29 +66,41 @@ class Calibration:
             "obs_epi_scale": np.asarray(self.obs_epi_scale).tolist(),
             "threshold": float(self.threshold) if self.calibrated else None,
             "n": int(self.n),
+            "bias_mean": np.asarray(self.bias_mean).tolist(),
+            "bias_prec": np.asarray(self.bias_prec).tolist(),
+            "scale": np.asarray(self.scale).tolist(),
             "alpha": float(self.alpha),
         }
 
     @classmethod
     def from_json(cls, d: dict) -> Calibration:
+        """Inverse of to_json; a calibration saved before the bias test gets its defaults."""
         thr = d["threshold"]
         f32 = lambda k: jnp.asarray(d[k], jnp.float32)  # noqa: E731
+        m = len(d["obs_epi_scale"]) + len(d["epi_scale"])
         return cls(
             epi_scale=f32("epi_scale"),
             res_scale=f32("res_scale"),
             obs_epi_scale=f32("obs_epi_scale"),
             threshold=jnp.asarray(np.inf if thr is None else thr, jnp.float32),
             n=jnp.asarray(d["n"], jnp.int32),
+            bias_mean=jnp.asarray(d.get("bias_mean", np.zeros(m)), jnp.float32),
+            bias_prec=jnp.asarray(d.get("bias_prec", np.eye(m)), jnp.float32),
+            scale=jnp.asarray(d.get("scale", np.ones((2, 2))), jnp.float32),
             alpha=float(d["alpha"]),
         )
 
 
 def init_calibration(latent_dim: int, obs_dim: int, *, alpha: float = 0.05) -> Calibration:
-    """Uncalibrated: unit scales, threshold inf (never abstains), n = 0."""
+    """Uncalibrated: unit scales, threshold inf (never abstains), n = 0, bias test 0 / I."""
     check_alpha(alpha)
     ones = jnp.ones((latent_dim,), jnp.float32)
     inf = jnp.asarray(np.inf, jnp.float32)
-    return Calibration(ones, ones, jnp.ones((obs_dim,)), inf, jnp.asarray(0, jnp.int32), alpha)
+    m = latent_dim + obs_dim
+    return Calibration(
+        ones, ones, jnp.ones((obs_dim,)), inf, jnp.asarray(0, jnp.int32),
+        jnp.zeros((m,)), jnp.eye(m), jnp.ones((2, 2)), alpha,
+    )  # fmt: skip
 
 
 def check_alpha(alpha: float) -> None:
@@ -114,22 +133,26 @@ def step_scores(model: WorldModel, params: dict, calib: Calibration, obs, a, nex
     """Scores of transitions obs (..., D), a (..., A) -> next_obs (..., D).
 
     {'epistemic', 'surprise', 'max'} (...,) and their parts 'epistemic_latent', 'epistemic_obs',
-    'surprise_latent', 'surprise_obs' (see the module docstring).
+    'surprise_latent', 'surprise_obs' (see the module docstring), and 'residual' (..., D + L):
+    the signed standardised residuals of `residual_z`, whose squares' means are the surprise parts.
     """
     z, z_next = model.encode(params, obs), model.encode(params, next_obs)
     mean, var = head_moments(model, params, z, a)
     o_mean, o_var = model.obs_moments(params, obs, a)
     o_epi, o_alea, o_mu = o_mean.var(axis=0), o_var.mean(axis=0), o_mean.mean(axis=0)
     y = model.obs_target(obs, next_obs)
+    r_obs = (y - o_mu) / jnp.sqrt(o_epi + o_alea)
+    r_lat = (z_next - mean) / jnp.sqrt(var + calib.res_scale)
     parts = {
         "epistemic_latent": (var / calib.epi_scale).mean(axis=-1),
         "epistemic_obs": (o_epi / calib.obs_epi_scale).mean(axis=-1),
-        "surprise_latent": ((z_next - mean) ** 2 / (var + calib.res_scale)).mean(axis=-1),
-        "surprise_obs": ((y - o_mu) ** 2 / (o_epi + o_alea)).mean(axis=-1),
+        "surprise_latent": (r_lat**2).mean(axis=-1),
+        "surprise_obs": (r_obs**2).mean(axis=-1),
     }
     e = 0.5 * (parts["epistemic_latent"] + parts["epistemic_obs"])
     s = 0.5 * (parts["surprise_latent"] + parts["surprise_obs"])
-    return {"epistemic": e, "surprise": s, "max": jnp.maximum(e, s), **parts}
+    residual = jnp.concatenate([r_obs, r_lat], axis=-1)
+    return {"epistemic": e, "surprise": s, "max": jnp.maximum(e, s), **parts, "residual": residual}
 
 
 def fit_scales(model: WorldModel, params: dict, obs, action, next_obs) -> tuple:
@@ -168,10 +191,7 @@ def residual_z(model: WorldModel, params: dict, calib: Calibration, obs, a, next
     worldmodel.bias: observation part (y - mean_k mu_k) / sqrt(Var_k mu_k + mean_k s2_k), latent
     part (z' - mean_k f_k) / sqrt(Var_k f_k + res_scale). Each is ~N(0, 1) per dim when the model
     is right, and drifts to one side when the world's dynamics differ from the model's."""
-    z, z_next = model.encode(params, obs), model.encode(params, next_obs)
-    mean, var = head_moments(model, params, z, a)
-    lat = (z_next - mean) / jnp.sqrt(var + calib.res_scale)
-    return jnp.concatenate([_obs_residual(model, params, obs, a, next_obs), lat], axis=-1)
+    return step_scores(model, params, calib, obs, a, next_obs)["residual"]
 
 
 # ----------------------------------------------------------------------------- conformal (host)
