@@ -46,8 +46,8 @@ class AbstainConfig:
 
     enabled: bool = False
     alpha: float = 0.05
-    score: str = "max"
-    window: int = 1
+    score: str = "either"
+    window: int = 10
     fallback: str = "prior"
     holdout: float = 0.1
     calib_every: int = 5000

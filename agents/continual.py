@@ -137,7 +137,9 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 explore=calibrator.explore, plan=tc.plan, calib=calibrator.calib,
             )  # fmt: skip
             info = jax.device_get(info)
-            if detector.update(float(info["score"][0])):  # the gate's decision score; every mode alarms
+            if detector.update(
+                float(info["score"][0])
+            ):  # the gate's decision score; every mode alarms
                 since = replay.added
                 # a phase keeps every alarm; its detection delay is the first one's
                 phases[-1]["alarms"].append(step_no)

@@ -58,5 +58,21 @@ def test_bad_window_and_too_little_data_are_one_line_errors():
     rng = np.random.default_rng(3)
     with pytest.raises(ConfigError, match="window must be >= 1"):
         window_sums(np.zeros((4, 2)), np.ones(4, bool), window=0)
-    with pytest.raises(ConfigError, match="more held-out transitions"):
-        fit_bias_test(*_stream(rng, 1, 5, 8))
+    with pytest.raises(ConfigError, match="at least 2 held-out transitions"):
+        fit_bias_test(*_stream(rng, 1, 1, 8))
+
+
+def test_ledoit_wolf_shrinks_with_few_samples_and_not_with_many():
+    """Fewer samples than dims: still invertible, pulled toward mu·I. Many: ~ the sample
+    covariance. By hand, x = (1, 0), (-1, 0): S = [[1, 0], [0, 0]], mu = 1/2, d² = 1/2,
+    b² = (|x1|⁴ + |x2|⁴ - 2|S|²) / 2² = (1 + 1 - 2) / 4 = 0, so k = 0 and the result is S."""
+    from worldmodel.bias import ledoit_wolf
+
+    x = np.array([[1.0, 0.0], [-1.0, 0.0]])  # centred; every sample on the same axis
+    np.testing.assert_allclose(ledoit_wolf(x), [[1.0, 0.0], [0.0, 0.0]])  # b² = 0: no shrinkage
+    rng = np.random.default_rng(5)
+    few = rng.normal(size=(5, 20))
+    assert np.linalg.matrix_rank(np.cov(few, rowvar=False)) < 20  # singular without shrinkage
+    assert np.all(np.linalg.eigvalsh(ledoit_wolf(few)) > 0)
+    many = rng.normal(size=(20000, 4)) @ np.diag([1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(ledoit_wolf(many), np.cov(many, rowvar=False, bias=True), atol=0.05)

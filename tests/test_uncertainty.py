@@ -88,7 +88,9 @@ def test_step_scores_match_hand_formula(tiny):
     # the signed residuals: obs part, then latent part; their squares' means are the surprise parts
     r_obs = (y - om.mean(0)) / np.sqrt(om.var(0) + ov.mean(0))
     r_lat = (zn - zk.mean(0)) / np.sqrt(zk.var(0) + res)
-    np.testing.assert_allclose(got["residual"], np.concatenate([r_obs, r_lat], -1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        got["residual"], np.concatenate([r_obs, r_lat], -1), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_prediction_cannot_hand_out_an_abstained_value(tiny):

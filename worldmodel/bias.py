@@ -12,7 +12,9 @@ residuals of worldmodel.uncertainty.residual_z (observation and latent parts):
 
 mu (M,) and P (M, M) = (Cov + ridge·mean(diag Cov)·I)^-1 are fit on held-out in-distribution
 transitions (Hotelling's statistic: the covariance takes the residuals' correlation across dims
-and, since w_t is scaled by sqrt(n_t), within the window). Threshold it split-conformally like
+and, since w_t is scaled by sqrt(n_t), within the window). Cov is the Ledoit-Wolf shrinkage
+estimate (toward mean(diag)·I, intensity from the data), so the test is defined even with fewer
+windows than dims, as early in training, and is ~ the sample covariance with plenty of data. Threshold it split-conformally like
 any score (worldmodel.uncertainty.conformal_threshold) on a second held-out split.
 Shapes: residuals (T, M), first (T,) bool (episode starts); scores (T,).
 """
@@ -50,16 +52,31 @@ def window_sums(residuals, first, window: int) -> np.ndarray:
 
 
 def fit_bias_test(residuals, first, *, window: int = 10, ridge: float = 1e-3) -> BiasTest:
-    """Fit mu and P on held-out in-distribution residuals (T, M), T > M."""
+    """Fit mu and P on held-out in-distribution residuals (T, M), T >= 2."""
     w = window_sums(residuals, first, window)
-    if len(w) <= w.shape[1]:
+    if len(w) < 2:
         raise ConfigError(
-            f"the bias test needs more held-out transitions ({len(w)}) than residual dims "
-            f"({w.shape[1]}): collect more calibration episodes"
+            f"the bias test needs at least 2 held-out transitions, got {len(w)}: "
+            "collect more calibration episodes"
         )
-    cov = np.cov(w, rowvar=False)
+    cov = ledoit_wolf(w)
     cov = cov + ridge * np.mean(np.diag(cov)) * np.eye(len(cov))
     return BiasTest(w.mean(axis=0), np.linalg.inv(cov), window)
+
+
+def ledoit_wolf(x) -> np.ndarray:
+    """Shrunk covariance (M, M) of samples x (T, M): (1 - k)·S + k·mu·I with S the sample
+    covariance, mu = tr(S) / M and k = min(1, b² / d²) (Ledoit & Wolf 2004: d² = |S - mu I|²,
+    b² = sum_t |x_t x_t^T - S|² / T², Frobenius norms)."""
+    x = np.asarray(x, np.float64)
+    x = x - x.mean(axis=0)
+    T = len(x)
+    S = x.T @ x / T
+    mu = np.trace(S) / len(S)
+    d2 = np.sum((S - mu * np.eye(len(S))) ** 2)
+    b2 = (np.sum(np.sum(x**2, axis=1) ** 2) - T * np.sum(S**2)) / T**2
+    k = 1.0 if d2 <= 0 else min(1.0, max(b2, 0.0) / d2)
+    return (1.0 - k) * S + k * mu * np.eye(len(S))
 
 
 def bias_scores(test: BiasTest, residuals, first) -> np.ndarray:
