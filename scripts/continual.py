@@ -38,21 +38,29 @@ def _load(run_dir: Path, overrides: list[str]):
     cfg = load_config([str(Path(run_dir) / "config.yaml"), *overrides])  # the run's, overridden
     spec = env_spec(cfg.env.id)
     sections = {k: cfg.section(k) for k in ("model", "loss", "optim", "planner")}
-    abstain = {**cfg.section("abstain"), "enabled": True, "score": "max", "window": 1}
+    abstain = {
+        **cfg.section("abstain"),
+        "enabled": True,
+    }  # the run's gate (score, window), overridable
     agent = make_agent(spec["obs_dim"], spec["act_dim"], **sections, abstain=abstain)
     replay = Replay(cfg.train.replay_capacity, spec["obs_dim"], spec["act_dim"], cfg.env.num_envs)
     replay.load_state_dict(replay_arrays)
     calibrator = Calibrator(agent, agent.abstain_cfg, seed=cfg.seed, num_envs=1)
     calibrator.calib = Calibration.from_json(meta["calibration"])
-    if replay.held == 0 or not calibrator.calib.calibrated:
-        _calibrate_before_deployment(agent, state, cfg, replay, calibrator)
+    _calibrate_before_deployment(agent, state, cfg, replay, calibrator)
     return agent, state, cfg, replay, calibrator
 
 
 def _calibrate_before_deployment(agent, state, cfg, replay, calibrator, episodes: int = 10):
-    """The checkpoint holds no held-out episodes (short run, long episodes): act `episodes`
-    greedy episodes in the original world (seeds never used in training), store them in replay
-    as held out (never trained on) and calibrate on them, as a deployment would start."""
+    """Calibrate the gate as configured now (the checkpoint's calibration may be for another
+    score or window) on the replay's held-out episodes. When the checkpoint holds none (short run,
+    long episodes), first act `episodes` greedy episodes in the original world (seeds never used
+    in training) and store them in replay as held out (never trained on), as a deployment would
+    start."""
+    if replay.held > 0:
+        result = calibrator.recalibrate(state.params, replay, np.random.default_rng(cfg.seed))
+        print(f"calibrated before deployment on the checkpoint's held-out episodes: {result}")
+        return
     from envs import Step
     from scripts.benchmark_ood import collect
 
