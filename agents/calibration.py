@@ -3,9 +3,11 @@
 `calibrate` fits the score normalisers on training transitions, scores held-out transitions the
 model never trained on exactly as the gate would, and sets the split-conformal threshold, so
 the in-distribution false-abstain rate is at most alpha. For the scores 'bias' and 'either' the
-held-out episodes are split in two (`fit_split`): the first half fits the bias test's mean and
-precision and the per-phase scales, the second half alone sets the threshold, so the guarantee
-still holds. `score_transitions` is the jitted per-transition scorer the OOD benchmark also uses.
+held-out episodes are split in two (`fit_split`, alternate episodes): one half fits the bias
+test's mean and precision and the per-phase scales, the other alone sets the threshold, so the
+guarantee still holds. With fewer than BIAS_MIN_PER_DIM fit transitions per residual dim the
+bias test would be fit on noise (its in-sample quantile far under its out-of-sample one), so it
+is left out (its scale inf) and `either` is the windowed max alone until there is enough data. `score_transitions` is the jitted per-transition scorer the OOD benchmark also uses.
 """
 
 from __future__ import annotations
@@ -81,13 +83,18 @@ def fit_calibration_scales(agent, params, train: dict, *, alpha: float) -> Calib
     return base.replace(epi_scale=epi, res_scale=res, obs_epi_scale=obs_epi)
 
 
+BIAS_MIN_PER_DIM = 10
+
+
 def fit_split(first) -> tuple[np.ndarray, np.ndarray]:
-    """(fit (T,) bool, first' (T,)): the first half of the held-out episodes, and the episode
-    starts with one added where the second half begins (one episode: split at T // 2)."""
+    """(fit (T,) bool, first' (T,)): every other held-out episode (the 1st, 3rd, ...: both halves
+    span the same training time), and the episode starts; one episode is split at T // 2, with
+    a start added there."""
     first = np.asarray(first, bool).copy()
     episode = np.cumsum(first) - 1
-    n = episode.max() + 1 if len(first) else 0
-    fit = episode < n // 2 if n >= 2 else np.arange(len(first)) < len(first) // 2
+    if len(first) and episode.max() >= 1:
+        return episode % 2 == 0, first
+    fit = np.arange(len(first)) < len(first) // 2
     if (~fit).any():
         first[np.argmax(~fit)] = True
     return fit, first
@@ -113,15 +120,18 @@ def holdout_decisions(
 
 def fit_bias(calib: Calibration, scores: dict, first, *, window: int) -> Calibration:
     """calib with the bias test (mean, precision) and the per-phase [max, bias] scales, both
-    from the first half of the held-out episodes (`fit_split`); scores: their
-    `score_transitions`, first (T,) their episode starts. Raises ConfigError when that half has
-    fewer than 2 transitions (worldmodel.bias)."""
+    from the fit half of the held-out episodes (`fit_split`); scores: their
+    `score_transitions`, first (T,) their episode starts. With under BIAS_MIN_PER_DIM fit
+    transitions per residual dim the bias test is left out: its scale is inf."""
     fit, first = fit_split(first)
-    test = fit_bias_test(scores["residual_z"][fit], first[fit], window=window)
-    calib = calib.replace(
-        bias_mean=jnp.asarray(test.mean, jnp.float32),
-        bias_prec=jnp.asarray(test.precision, jnp.float32),
-    )
+    residuals = scores["residual_z"]
+    enough = fit.sum() >= BIAS_MIN_PER_DIM * residuals.shape[-1]
+    if enough:
+        test = fit_bias_test(residuals[fit], first[fit], window=window)
+        calib = calib.replace(
+            bias_mean=jnp.asarray(test.mean, jnp.float32),
+            bias_prec=jnp.asarray(test.precision, jnp.float32),
+        )
     parts = decision_parts(scores, first, window=window, calib=calib)
     scale = np.ones((2, 2))
     for phase in (0, 1):
@@ -129,6 +139,8 @@ def fit_bias(calib: Calibration, scores: dict, first, *, window: int) -> Calibra
         for j, name in enumerate(("max_w", "bias")):
             if m.any():
                 scale[phase, j] = max(float(np.quantile(parts[name][m], 1.0 - calib.alpha)), 1e-6)
+    if not enough:
+        scale[:, 1] = np.inf  # bias / inf = 0: the test takes no part
     return calib.replace(scale=jnp.asarray(scale, jnp.float32))
 
 
@@ -203,12 +215,11 @@ class Calibrator:
 
     def recalibrate(self, params, replay, rng: np.random.Generator, *, since: int = 0):
         """Refit on the replay's newest held-out transitions (added since add() number `since`:
-        a new world's); returns {'threshold','n','alpha'}, or None when there are none yet."""
+        a new world's); returns {'threshold','n','alpha'} (and 'bias_test' for the bias kinds), or
+        None when there are none yet."""
         holdout = replay.holdout_stream(self.cfg.calib_size, since=since)
         if len(holdout["obs"]) == 0 or replay.held >= len(replay):
             return None
-        if self.cfg.score in BIAS_KINDS and fit_split(holdout["first"])[0].sum() < 2:
-            return None  # the bias test needs 2 transitions in its fit half
         batch = replay.sample(self.cfg.fit_size, 1, rng)
         train = {"obs": batch["obs"][:, 0], "action": batch["action"][:, 0]}
         train["next_obs"] = batch["obs"][:, 1]
@@ -221,5 +232,11 @@ class Calibrator:
             window=self.cfg.window,
             alpha=self.cfg.alpha,
         )
-        threshold = float(self.calib.threshold)
-        return {"threshold": threshold, "n": len(decisions), "alpha": self.cfg.alpha}
+        out = {
+            "threshold": float(self.calib.threshold),
+            "n": len(decisions),
+            "alpha": self.cfg.alpha,
+        }
+        if self.cfg.score in BIAS_KINDS:  # False: too little held-out data for the bias test yet
+            out["bias_test"] = bool(np.isfinite(np.asarray(self.calib.scale)[0, 1]))
+        return out

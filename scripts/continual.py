@@ -51,31 +51,41 @@ def _load(run_dir: Path, overrides: list[str]):
     return agent, state, cfg, replay, calibrator
 
 
-def _calibrate_before_deployment(agent, state, cfg, replay, calibrator, episodes: int = 10):
+def _calibrate_before_deployment(agent, state, cfg, replay, calibrator, batch: int = 10):
     """Calibrate the gate as configured now (the checkpoint's calibration may be for another
-    score or window) on the replay's held-out episodes. When the checkpoint holds none (short run,
-    long episodes), first act `episodes` greedy episodes in the original world (seeds never used
-    in training) and store them in replay as held out (never trained on), as a deployment would
-    start."""
-    if replay.held > 0:
-        result = calibrator.recalibrate(state.params, replay, np.random.default_rng(cfg.seed))
-        print(f"calibrated before deployment on the checkpoint's held-out episodes: {result}")
-        return
+    score or window) on the replay's held-out episodes. Where the checkpoint holds too few for
+    the gate's score (none, or for the bias kinds fewer than 2 * BIAS_MIN_PER_DIM per residual
+    dim), first act greedy episodes in the original world (seeds never used in training), `batch`
+    at a time up to 5 batches, and store them in replay as held out (never trained on), as a
+    deployment would start."""
+    from agents.calibration import BIAS_MIN_PER_DIM
     from envs import Step
     from scripts.benchmark_ood import collect
+    from worldmodel.uncertainty import BIAS_KINDS
 
-    data = collect(agent, state, cfg.env.id, episodes=episodes, seed=cfg.seed + 50_000,
-                   max_steps=cfg.env.max_episode_steps, plan=cfg.train.plan)  # fmt: skip
-    last = np.r_[data["first"][1:], True]  # an episode's last transition
-    zero = np.zeros(1, np.float32)
-    for i in range(len(data["t"])):
-        replay.add(
-            Step(data["obs"][i : i + 1], data["action"][i : i + 1], zero, data["next_obs"][i : i + 1],
-                 np.zeros(1, bool), last[i : i + 1], last[i : i + 1], []),
-            holdout=np.ones(1, bool),
-        )  # fmt: skip
+    m = agent.model
+    need = 1
+    if agent.abstain_cfg.score in BIAS_KINDS:
+        need = 2 * BIAS_MIN_PER_DIM * (m.obs_dim + m.latent_dim)
+    added = 0
+    for i in range(5):
+        if replay.held >= need:
+            break
+        data = collect(agent, state, cfg.env.id, episodes=batch, seed=cfg.seed + 50_000 + 100 * i,
+                       max_steps=cfg.env.max_episode_steps, plan=cfg.train.plan)  # fmt: skip
+        last = np.r_[data["first"][1:], True]  # an episode's last transition
+        zero = np.zeros(1, np.float32)
+        for j in range(len(data["t"])):
+            replay.add(
+                Step(data["obs"][j : j + 1], data["action"][j : j + 1], zero, data["next_obs"][j : j + 1],
+                     np.zeros(1, bool), last[j : j + 1], last[j : j + 1], []),
+                holdout=np.ones(1, bool),
+            )  # fmt: skip
+        added += batch
     result = calibrator.recalibrate(state.params, replay, np.random.default_rng(cfg.seed))
-    print(f"calibrated before deployment on {episodes} greedy episodes: {result}")
+    print(
+        f"calibrated before deployment ({added} greedy episodes added, {replay.held} held-out transitions): {result}"
+    )
 
 
 def _phase_summary(events: list, phases: list, total: int) -> list[dict]:

@@ -65,11 +65,11 @@ def test_online_gate_equals_offline_decision_scores(tiny, kind):
     assert len(set(np.round(online, 4))) > len(online) // 2  # not a constant
 
 
-def test_fit_split_halves_episodes_and_starts_the_second_half_fresh():
+def test_fit_split_alternates_episodes_and_splits_a_single_one():
     first = np.array([1, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0], bool)  # 4 episodes
     fit, f2 = fit_split(first)
-    np.testing.assert_array_equal(fit, np.arange(11) < 5)
-    np.testing.assert_array_equal(f2, first)  # already at an episode start
+    np.testing.assert_array_equal(fit, [1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 0])  # episodes 0 and 2
+    np.testing.assert_array_equal(f2, first)
     one = np.zeros(10, bool)
     one[0] = True
     fit, f2 = fit_split(one)
@@ -118,6 +118,28 @@ def test_per_phase_scales_keep_the_false_alarm_rate_in_the_transient_and_after()
     )
     alarms_flat = decision_scores(fresh, ff, kind="either", window=W, calib=flat) > thr_flat
     assert alarms_flat[k < W].mean() > 3 * alpha  # what the scales are for
+
+
+def test_too_little_data_leaves_the_bias_test_out():
+    """Under BIAS_MIN_PER_DIM fit transitions per dim the bias scale is inf, so 'either' is the
+    scaled windowed max alone; with enough it is finite."""
+    from agents.calibration import BIAS_MIN_PER_DIM
+
+    rng = np.random.default_rng(5)
+    W, M = 10, 4
+    calib = init_calibration(M - 1, 1)
+    few, first, _ = _transient_stream(rng, 2, 30, W, M)  # one fit episode: 30 transitions
+    assert BIAS_MIN_PER_DIM * M > 30
+    off = fit_bias(calib, few, first, window=W)
+    assert np.all(np.isinf(np.asarray(off.scale)[:, 1]))
+    d = decision_scores(few, first, kind="either", window=W, calib=off)
+    want = (
+        decision_scores(few, first, kind="max", window=W)
+        / np.asarray(off.scale)[(np.tile(np.arange(30), 2) >= W).astype(int), 0]
+    )
+    np.testing.assert_allclose(d, want)
+    many, first, _ = _transient_stream(rng, 4, 30, W, M)  # 60 fit transitions >= 40
+    assert np.all(np.isfinite(np.asarray(fit_bias(calib, many, first, window=W).scale)))
 
 
 def test_calibration_json_round_trip_keeps_the_bias_test_and_reads_old_files():
