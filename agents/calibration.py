@@ -180,6 +180,9 @@ class Calibrator:
         self.held = np.zeros(num_envs, bool)
         self.started = 0  # episodes started while holding out was active
         self.calib = agent.init_calibration()
+        self.since = (
+            0  # the held-out data of the last calibration: added since add() number `since`
+        )
         self._hold_next = False
 
     def hold_next(self) -> None:

@@ -99,7 +99,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
         )
         return d, np.split(d, np.flatnonzero(first)[1:])
 
-    scores, episodes = calib_scores(0)
+    scores, episodes = calib_scores(calibrator.since)  # the data it was calibrated on
     change_cfg = ChangeConfig(**cfg.section("change"))
     detector = ChangeDetector(change_cfg, scores, episodes=episodes, seed=seed)
     ends = np.cumsum([s for s, _ in schedule])
