@@ -202,7 +202,7 @@ class Replay:
             if self.held >= len(self):
                 raise ValueError("every stored transition is held out for calibration")
             ok = self.episode[env, start] >= 0
-            for _ in range(1000):
+            for _ in range(20):
                 if ok.all():
                     break
                 bad = np.flatnonzero(~ok)
@@ -210,8 +210,15 @@ class Replay:
                 age[bad] = rng.integers(lo, hi, len(bad))
                 start[bad] = (oldest + age[bad]) % self.slots
                 ok[bad] = self.episode[env[bad], start[bad]] >= 0
-            else:
-                raise ValueError("no trainable (not held-out) transition in the sampled range")
+            else:  # few trainable starts in the range (e.g. a new world's, mostly held out): exact
+                bad = np.flatnonzero(~ok)
+                ages = np.arange(lo, hi)
+                where = np.flatnonzero(self.episode[:, (oldest + ages) % self.slots] >= 0)
+                if not len(where):
+                    raise ValueError("no trainable (not held-out) transition in the sampled range")
+                pick = rng.choice(where, len(bad))
+                env[bad], age[bad] = pick // len(ages), ages[pick % len(ages)]
+                start[bad] = (oldest + age[bad]) % self.slots
         t = (start[:, None] + np.arange(horizon)) % self.slots  # (B, H)
         same = self.episode[env[:, None], t] == self.episode[env, start][:, None]
         stored = age[:, None] + np.arange(horizon) < self.size

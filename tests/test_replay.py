@@ -226,3 +226,30 @@ def test_sample_mixed_keeps_old_data_at_the_configured_share():
     again = Replay(1000, 1, 1, 1)
     again.load_state_dict(state)
     assert again.added == 300
+
+
+def test_sample_mixed_finds_the_few_trainable_new_transitions_among_held_out_ones():
+    """After a detected change the next episode is held out, so the new world's range can hold
+    one trainable transition among 1500 held out (rejection sampling gave up there, in a
+    continual run); every new-share window must start at it."""
+    from envs import Step
+
+    replay = Replay(2000, 1, 1, 1)
+
+    def add(x, held, last=False):
+        o = np.array([[float(x)]], np.float32)
+        end = np.array([last])
+        replay.add(Step(o, o, np.zeros(1, np.float32), o + 1, np.zeros(1, bool), end, end, []),
+                   holdout=np.array([held]))  # fmt: skip
+
+    for x in range(300):
+        add(x, held=False, last=x == 299)
+    since = replay.added
+    add(1000, held=False, last=True)
+    for x in range(1500):
+        add(2000 + x, held=True, last=x == 1499)
+    batch = replay.sample_mixed(64, 1, np.random.default_rng(0), since=since, share=0.5)
+    starts = batch["obs"][:, 0, 0]
+    new = starts >= 1000
+    assert new.sum() == 32 and set(starts[new]) == {1000.0}
+    assert (starts[~new] < 300).all()
