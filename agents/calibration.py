@@ -180,9 +180,7 @@ class Calibrator:
         self.held = np.zeros(num_envs, bool)
         self.started = 0  # episodes started while holding out was active
         self.calib = agent.init_calibration()
-        self.since = (
-            0  # the held-out data of the last calibration: added since add() number `since`
-        )
+        self.since = 0  # the last calibration's data: held out since add() number `since`
         self._hold_next = False
 
     def hold_next(self) -> None:
@@ -235,6 +233,7 @@ class Calibrator:
             window=self.cfg.window,
             alpha=self.cfg.alpha,
         )
+        self.since = since
         out = {
             "threshold": float(self.calib.threshold),
             "n": len(decisions),

@@ -132,9 +132,11 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 )
                 emit("switch", step_no, {"world": phases[-1]["world"]})
             calibrator.start_episodes(driver.first, active=True)
+            # deployed: act greedily, as the calibration episodes were acted (with exploration
+            # noise the bias test sees the changed actions: 34% abstained on a 6k Hopper agent)
             action, carry, info = agent.act(
                 state, carry, driver.obs, driver.first, key=key_for(seed, "continual", decision),
-                explore=calibrator.explore, plan=tc.plan, calib=calibrator.calib,
+                explore=False, plan=tc.plan, calib=calibrator.calib,
             )  # fmt: skip
             info = jax.device_get(info)
             if detector.update(
