@@ -182,6 +182,15 @@ class Calibrator:
         self.calib = agent.init_calibration()
         self.since = 0  # the last calibration's data: held out since add() number `since`
         self._hold_next = False
+        self.hold_all = False  # True: every episode that starts is held out (a calibration phase)
+
+    def min_holdout(self) -> int:
+        """Held-out transitions a calibration should have: for the bias kinds enough that the
+        bias test takes part (2 * BIAS_MIN_PER_DIM per residual dim, half of them fit), else 1."""
+        m = self.agent.model
+        if self.cfg.score in BIAS_KINDS:
+            return 2 * BIAS_MIN_PER_DIM * (m.obs_dim + m.latent_dim)
+        return 1
 
     def hold_next(self) -> None:
         """Hold out the next episode that starts, whatever the count says: after a detected
@@ -202,7 +211,7 @@ class Calibrator:
             if active and period:
                 held = self.started % period == period - 1
                 self.started += 1
-            if self._hold_next:
+            if self._hold_next or self.hold_all:
                 held, self._hold_next = True, False
             self.held[i] = held
 

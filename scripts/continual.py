@@ -60,18 +60,16 @@ def _calibrate_before_deployment(agent, state, cfg, replay, calibrator, batch: i
     held out (never trained on), as a deployment would start: training-time held-out episodes
     were acted by earlier policies, and the bias test's reference must be the deployed one's
     (measured on a 6k Hopper agent: threshold 8.2 on the mixed stream)."""
-    from agents.calibration import BIAS_MIN_PER_DIM
     from envs import Step
     from scripts.benchmark_ood import collect
     from worldmodel.uncertainty import BIAS_KINDS
 
     rng = np.random.default_rng(cfg.seed)
-    m, bias = agent.model, agent.abstain_cfg.score in BIAS_KINDS
-    if replay.held > 0 and not bias:
+    if replay.held > 0 and agent.abstain_cfg.score not in BIAS_KINDS:
         result = calibrator.recalibrate(state.params, replay, rng)
         print(f"calibrated before deployment on the checkpoint's held-out episodes: {result}")
         return
-    need = 2 * BIAS_MIN_PER_DIM * (m.obs_dim + m.latent_dim) if bias else 1
+    need = calibrator.min_holdout()
     since, held0, added = replay.added, replay.held, 0
     while replay.held - held0 < need and added < 5 * batch:
         data = collect(agent, state, cfg.env.id, episodes=batch, seed=cfg.seed + 50_000 + added,

@@ -11,9 +11,12 @@ def test_continual_schedule_runs_every_mode(tmp_path):
     args = ["debug", f"run_dir={run}", "train.steps=150", "eval.every=0", "abstain.holdout=0.3"]
     assert train_script.main(args) == 0
     out = tmp_path / "results"
-    # a hair-trigger detector, so that alarms (and the learning they start) happen in 140 steps
+    # a hair-trigger detector, so that alarms (and the learning they start) happen in 140 steps;
+    # the plain max score, since the bias kinds wait for 2 * 10 * (D + L) = 380 held-out
+    # transitions before recalibrating (Calibrator.min_holdout), longer than this schedule
     rc = continual_script.main(
         [str(run), "configs/continual/debug.yaml", "env.max_episode_steps=40",
+         "abstain.score=max", "abstain.window=1",
          "continual.recalib_after=20", "continual.boost_steps=20", "--modes", "adaptive",
          "frozen", "--out", str(out), "change.false_alarm=0.99", "change.horizon=5"]
     )  # fmt: skip
