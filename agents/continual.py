@@ -5,9 +5,9 @@ adapts with old and new experience mixed, recalibrates for the new world, and is
 modes: 'adaptive' (detection -> replay mixing at `new_share` + `boost`x updates for
 `boost_steps`), 'naive' (detection -> fine-tune on new-world data only, no boost), 'frozen' (no
 updates at all). The deployed model changes only after a detected change: it learns for
-`recalib_after` steps, then holds out every episode until it has `Calibrator.min_holdout()` new
-transitions acted by the adapted model, is recalibrated on them and stays fixed until the next
-alarm (updating it all along would make its calibration stale: measured, a first
+`recalib_after` steps, then holds out every episode acted by the adapted model, is recalibrated
+after the first (the bias test left out while there are fewer than `Calibrator.min_holdout()`
+new transitions) and again once there are enough, and stays fixed until the next alarm (updating it all along would make its calibration stale: measured, a first
 version that did so raised false alarms within 12-71 steps in the unchanged world). The from-scratch reference per world is a plain `scripts.train` run with that
 world's `shift.*` settings and the same budget.
 emit(kind, env_step, data): 'episode' (return, world, abstain_rate), 'switch' (world),
@@ -105,7 +105,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
     detector = ChangeDetector(change_cfg, scores, episodes=episodes, seed=seed)
     ends = np.cumsum([s for s, _ in schedule])
     phase, since, switch_step, boost_until, adapt_until = 0, 0, 0, -1, -1
-    recalib_at, pending_switch, collect_from, held_from = None, False, None, 0
+    recalib_at, pending_switch, collect_from, held_from, staged = None, False, None, 0, False
     phases = [
         {"world": world_name(schedule[0][1]), "switch_step": 0, "alarm_step": None, "alarms": []}
     ]
@@ -184,14 +184,20 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                     updates += 1
             if recalib_at is not None and driver.env_steps >= recalib_at and collect_from is None:
                 # adaptation is over and the model stays fixed until the next alarm: hold out
-                # every episode from here until there is enough fresh data to calibrate on,
-                # acted by this model (episodes acted before or during adaptation are stale
-                # for the bias test, which also sees how the policy acts)
+                # every episode from here, acted by this model (episodes acted before or during
+                # adaptation are stale for the bias test, which also sees how the policy acts)
                 calibrator.hold_all, collect_from, held_from = True, replay.added, replay.held
+                staged = False
+            new_held = replay.held - held_from
+            enough = new_held >= calibrator.min_holdout()
+            # recalibrate at the first episode end with new held-out data (the bias test left
+            # out while too few: the plain windowed score alone), and again once there are
+            # enough for the bias test; then stop holding every episode out
             if (
                 collect_from is not None
                 and driver.first[0]
-                and replay.held - held_from >= max(calibrator.min_holdout(), 1)
+                and new_held > 0
+                and (enough or not staged)
             ):
                 result = calibrator.recalibrate(
                     state.params, replay, np_rng(seed, "recal", decision), since=collect_from
@@ -199,8 +205,10 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 if result is not None:  # watch for the next change against the new world's scores
                     detector.reset(*calib_scores(collect_from))
                     emit("calibration", driver.env_steps, result)
-                    recalib_at = collect_from = None
-                    calibrator.hold_all = False
+                    staged = True
+                    if enough:
+                        recalib_at = collect_from = None
+                        calibrator.hold_all = False
             if phase + 1 < len(schedule) and driver.env_steps >= ends[phase]:
                 phase, pending_switch = phase + 1, True
     finally:
