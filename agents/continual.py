@@ -17,6 +17,7 @@ emit(kind, env_step, data): 'episode' (return, world, abstain_rate), 'switch' (w
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
@@ -190,15 +191,15 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 staged = False
             new_held = replay.held - held_from
             enough = new_held >= calibrator.min_holdout()
+            # the first stage needs enough decisions for a finite conformal threshold (a few
+            # times 1 / alpha after the bias kinds' fit split), else the gate would be blind
+            first_ok = new_held >= min(
+                calibrator.min_holdout(), math.ceil(4 / calibrator.cfg.alpha)
+            )
             # recalibrate at the first episode end with new held-out data (the bias test left
             # out while too few: the plain windowed score alone), and again once there are
             # enough for the bias test; then stop holding every episode out
-            if (
-                collect_from is not None
-                and driver.first[0]
-                and new_held > 0
-                and (enough or not staged)
-            ):
+            if collect_from is not None and driver.first[0] and first_ok and (enough or not staged):
                 result = calibrator.recalibrate(
                     state.params, replay, np_rng(seed, "recal", decision), since=collect_from
                 )
