@@ -43,8 +43,8 @@ def score_transitions(agent, params, calib: Calibration, obs, action, next_obs) 
     """Per-transition scores of obs (T, D), action (T, A), next_obs (T, D).
 
     Returns numpy {'epistemic','surprise','max', and their parts} (T,), 'interval_z' (T, D)
-    and 'residual_z' (T, D + L) (standardised residuals, see worldmodel.uncertainty.interval_z
-    and residual_z; interval_z is the observation part of residual_z, unsigned). Evaluated in
+    and 'residual_z' (T, D + L) (signed standardised residuals: step_scores' 'residual';
+    interval_z is its observation part, unsigned). Evaluated in
     fixed chunks (one compile).
     """
     T = len(obs)

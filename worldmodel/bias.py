@@ -5,7 +5,7 @@ A heavier body or a weaker motor makes every prediction overshoot a little, by l
 model's per-step noise, so a per-step score (squared residual, ensemble disagreement) stays near
 its in-distribution range. The mean of the signed residuals over a window does not: noise
 cancels in it and a consistent bias adds up. Per transition t, with r_t (M,) the standardised
-residuals of worldmodel.uncertainty.residual_z (observation and latent parts):
+residuals of worldmodel.uncertainty.step_scores' 'residual' (observation and latent parts):
 
     w_t   = sum_{s in window(t)} r_s / sqrt(n_t)            (trailing `window` steps, same episode)
     T2_t  = (w_t - mu)^T P (w_t - mu) / M                   (~1 in distribution)

@@ -134,7 +134,11 @@ def step_scores(model: WorldModel, params: dict, calib: Calibration, obs, a, nex
 
     {'epistemic', 'surprise', 'max'} (...,) and their parts 'epistemic_latent', 'epistemic_obs',
     'surprise_latent', 'surprise_obs' (see the module docstring), and 'residual' (..., D + L):
-    the signed standardised residuals of `residual_z`, whose squares' means are the surprise parts.
+    the signed standardised residuals, the input of worldmodel.bias — observation part
+    (y - mean_k mu_k) / sqrt(Var_k mu_k + mean_k s2_k), latent part (z' - mean_k f_k) /
+    sqrt(Var_k f_k + res_scale), each ~N(0, 1) per dim when the model is right and drifting to one
+    side when the world's dynamics differ. The surprise parts are their squares' means; the central
+    predictive interval mean ± c·sd covers y_d exactly when |observation part_d| <= c.
     """
     z, z_next = model.encode(params, obs), model.encode(params, next_obs)
     mean, var = head_moments(model, params, z, a)
@@ -169,29 +173,6 @@ def fit_scales(model: WorldModel, params: dict, obs, action, next_obs) -> tuple:
     epi = var.mean(axis=0)
     res = jnp.maximum(((z_next - mean) ** 2).mean(axis=0) - epi, 0.0)
     return floor(epi), floor(res), floor(o_mean.var(axis=0).mean(axis=0))
-
-
-def _obs_residual(model: WorldModel, params: dict, obs, a, next_obs) -> jax.Array:
-    o_mean, o_var = model.obs_moments(params, obs, a)
-    y = model.obs_target(obs, next_obs)
-    sd = jnp.sqrt(o_mean.var(axis=0) + o_var.mean(axis=0))
-    return (y - o_mean.mean(axis=0)) / sd
-
-
-def interval_z(model: WorldModel, params: dict, obs, a, next_obs) -> jax.Array:
-    """Per-dim standardised residual of the next observation (..., D) under the observation heads:
-    |y - mean_k mu_k| / sqrt(Var_k mu_k + mean_k s2_k). The central predictive interval
-    mean ± c·sd covers y_d exactly when this is <= c.
-    """
-    return jnp.abs(_obs_residual(model, params, obs, a, next_obs))
-
-
-def residual_z(model: WorldModel, params: dict, calib: Calibration, obs, a, next_obs) -> jax.Array:
-    """Signed standardised residuals (..., D + L) of a transition, the input of
-    worldmodel.bias: observation part (y - mean_k mu_k) / sqrt(Var_k mu_k + mean_k s2_k), latent
-    part (z' - mean_k f_k) / sqrt(Var_k f_k + res_scale). Each is ~N(0, 1) per dim when the model
-    is right, and drifts to one side when the world's dynamics differ from the model's."""
-    return step_scores(model, params, calib, obs, a, next_obs)["residual"]
 
 
 # ----------------------------------------------------------------------------- conformal (host)
