@@ -7,7 +7,8 @@ held-out episodes are split in two (`fit_split`, alternate episodes): one half f
 test's mean and precision and the per-phase scales, the other alone sets the threshold, so the
 guarantee still holds. With fewer than BIAS_MIN_PER_DIM fit transitions per residual dim the
 bias test would be fit on noise (its in-sample quantile far under its out-of-sample one), so it
-is left out (its scale inf) and `either` is the windowed max alone until there is enough data. `score_transitions` is the jitted per-transition scorer the OOD benchmark also uses.
+is left out (its scale inf) and `either` is the windowed max alone until there is enough data.
+`score_transitions` is the jitted per-transition scorer the OOD benchmark also uses.
 """
 
 from __future__ import annotations
@@ -103,8 +104,8 @@ def fit_split(first) -> tuple[np.ndarray, np.ndarray]:
 def holdout_decisions(
     agent, params, calib: Calibration, holdout: dict, *, kind: str, window: int, scores=None
 ):
-    """(decision scores, first) of the conformal part of `holdout` (the second half for the bias
-    kinds, else all of it) under `calib`; what the threshold and the change detector rank.
+    """(decision scores, first) of the conformal part of `holdout` (the episodes `fit_split` does
+    not fit on, for the bias kinds; else all of it) under `calib`; what the threshold and the change detector rank.
     `scores`: holdout's `score_transitions` under calib's normalisers, if already computed."""
     if scores is None:
         scores = score_transitions(

@@ -141,9 +141,8 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 explore=False, plan=tc.plan, calib=calibrator.calib,
             )  # fmt: skip
             info = jax.device_get(info)
-            if detector.update(
-                float(info["score"][0])
-            ):  # the gate's decision score; every mode alarms
+            # the detector ranks the gate's decision score; every mode reports its alarms
+            if detector.update(float(info["score"][0])):
                 since = replay.added
                 # a phase keeps every alarm; its detection delay is the first one's
                 phases[-1]["alarms"].append(step_no)

@@ -6,8 +6,8 @@ severe and minor shifts, from reset, and the severe ones switched on mid-episode
 transition; report per shift AUROC / AP / FPR95 per transition and over a 10-step window (and
 of the gate's bias kinds (agents.abstain), `bias_w10`, worldmodel.bias's windowed test on the
 signed residuals, and `either_w10`, the max of it and `max_w10` each over its per-phase
-in-distribution quantile: bias test and scales from the calibration split's first half of
-episodes, threshold from its second half, as agents.calibration.calibrate does), the
+in-distribution quantile: bias test and scales from alternate calibration episodes, the
+threshold from the others, as agents.calibration.calibrate does), the
 in-distribution false-abstain rate against alpha, detection delay, risk-coverage / AURC of the
 5-step prediction error, predictive-interval coverage, and the return with abstention+fallback
 against without in a severely shifted world. Raw results: scripts/results/ood_<env>_s<seed>.json.
@@ -173,7 +173,7 @@ def benchmark(run_dir: Path, args) -> dict:
     calib, _ = calibrate(agent, params, train, calib_data, kind="max", window=1, alpha=args.alpha)
     s_cal, s_test = _scores(agent, params, calib, calib_data), _scores(agent, params, calib, test)
     # the gate's bias kinds, calibrated as the gate is: bias test and per-phase scales from the
-    # calibration split's first half of episodes, the conformal threshold from its second half
+    # calibration split's alternate episodes, the conformal threshold from the others
     gates = {
         f"{k}_w10": calibrate(
             agent, params, train, calib_data, kind=k, window=10, alpha=args.alpha

@@ -38,10 +38,8 @@ def _load(run_dir: Path, overrides: list[str]):
     cfg = load_config([str(Path(run_dir) / "config.yaml"), *overrides])  # the run's, overridden
     spec = env_spec(cfg.env.id)
     sections = {k: cfg.section(k) for k in ("model", "loss", "optim", "planner")}
-    abstain = {
-        **cfg.section("abstain"),
-        "enabled": True,
-    }  # the run's gate (score, window), overridable
+    # the run's own gate (score, window), overridable on the command line
+    abstain = {**cfg.section("abstain"), "enabled": True}
     agent = make_agent(spec["obs_dim"], spec["act_dim"], **sections, abstain=abstain)
     replay = Replay(cfg.train.replay_capacity, spec["obs_dim"], spec["act_dim"], cfg.env.num_envs)
     replay.load_state_dict(replay_arrays)
