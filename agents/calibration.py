@@ -102,21 +102,26 @@ def fit_split(first) -> tuple[np.ndarray, np.ndarray]:
 
 
 def holdout_decisions(
-    agent, params, calib: Calibration, holdout: dict, *, kind: str, window: int, scores=None
-):
+    agent, params, calib: Calibration, holdout: dict, *, kind: str, window: int, scores=None,
+    keep: bool = False,
+):  # fmt: skip
     """(decision scores, first) of the conformal part of `holdout` (the episodes `fit_split` does
     not fit on, for the bias kinds; else all of it) under `calib`; what the threshold and the change detector rank.
-    `scores`: holdout's `score_transitions` under calib's normalisers, if already computed."""
+    `scores`: holdout's `score_transitions` under calib's normalisers, if already computed.
+    `keep`: also return the (T,) mask of holdout's transitions that part is."""
     if scores is None:
         scores = score_transitions(
             agent, params, calib, holdout["obs"], holdout["action"], holdout["next_obs"]
         )
     first = np.asarray(holdout["first"], bool)
     if kind not in BIAS_KINDS:
-        return decision_scores(scores, first, kind=kind, window=window), first
-    fit, first = fit_split(first)
-    d = decision_scores(scores, first, kind=kind, window=window, calib=calib)
-    return d[~fit], first[~fit]
+        d = decision_scores(scores, first, kind=kind, window=window)
+        mask = np.ones(len(first), bool)
+    else:
+        fit, first = fit_split(first)
+        d = decision_scores(scores, first, kind=kind, window=window, calib=calib)
+        d, first, mask = d[~fit], first[~fit], ~fit
+    return (d, first, mask) if keep else (d, first)
 
 
 def fit_bias(calib: Calibration, scores: dict, first, *, window: int) -> Calibration:

@@ -5,9 +5,12 @@ adapts with old and new experience mixed, recalibrates for the new world, and is
 modes: 'adaptive' (detection -> replay mixing at `new_share` + `boost`x updates for
 `boost_steps`), 'naive' (detection -> fine-tune on new-world data only, no boost), 'frozen' (no
 updates at all). The deployed model changes only after a detected change: it learns for
-`recalib_after` steps, then holds out every episode acted by the adapted model, is recalibrated
-after the first (the bias test left out while there are fewer than `Calibrator.min_holdout()`
-new transitions) and again once there are enough, and stays fixed until the next alarm (updating it all along would make its calibration stale: measured, a first
+`recalib_after` steps, then holds out every episode acted by the adapted model and is
+recalibrated in stages: once a finite threshold is possible (the bias test left out), once
+there are `Calibrator.min_holdout()` new transitions for the bias test, and once the change
+detector has `change.min_episodes` reference episodes (it is not armed before: its threshold
+set on fewer raised false alarms, agents.change); then it stays fixed until the next alarm
+(updating it all along would make its calibration stale: measured, a first
 version that did so raised false alarms within 12-71 steps in the unchanged world). The from-scratch reference per world is a plain `scripts.train` run with that
 world's `shift.*` settings and the same budget.
 emit(kind, env_step, data): 'episode' (return, world, abstain_rate), 'switch' (world),
@@ -31,6 +34,7 @@ from envs import Driver, make_env
 from envs.shifts import ShiftSpec, find_shift_wrappers, parse_shift
 from worldmodel.errors import ConfigError
 from worldmodel.rng import key_for, np_rng
+from worldmodel.uncertainty import BIAS_KINDS
 
 MODES = ("adaptive", "naive", "frozen")
 NEUTRAL = ShiftSpec("actuator_offset", 0.0)  # changes nothing (any env); lets worlds switch
@@ -76,6 +80,27 @@ def parse_schedule(phases) -> list[tuple[int, ShiftSpec | None]]:
     return out
 
 
+def detector_reference(agent, params, calib, replay: Replay, *, size: int, since: int):
+    """(scores (T,), the same split by episode, whether each episode terminated): the gate's
+    decision scores of the conformal part of the newest `size` held-out transitions added since
+    add() `since` (the data `calib` was set on); what the change detector ranks against and sets
+    its threshold on."""
+    h = replay.holdout_stream(size, since=since)
+    ac = agent.abstain_cfg
+    d, first, keep = holdout_decisions(
+        agent, params, calib, h, kind=ac.score, window=ac.window, keep=True
+    )
+    cuts = np.flatnonzero(first)[1:]
+    terminated = [bool(e[-1]) for e in np.split(np.asarray(h["terminated"], bool)[keep], cuts)]
+    return d, np.split(d, cuts), terminated
+
+
+def reference_episodes(held_episodes: int, score: str) -> int:
+    """Episodes of the detector's reference among `held_episodes` held-out ones: the conformal
+    part, every other episode for the bias kinds (`fit_split`), else all."""
+    return held_episodes // 2 if score in BIAS_KINDS else held_episodes
+
+
 def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, schedule, *,
                   mode: str, emit: Callable) -> dict:  # fmt: skip
     """Run the schedule from env step 0; `cfg` is the run's resolved config (sections env,
@@ -92,21 +117,20 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
     driver.reset(seed=seed)
     carry = agent.init_carry(1)
 
-    def calib_scores(since: int) -> tuple[np.ndarray, list]:
-        """(held-out decision scores since add() `since`, the same split by episode)."""
-        h = replay.holdout_stream(cfg.abstain.calib_size, since=since)
-        ac = agent.abstain_cfg
-        d, first = holdout_decisions(
-            agent, state.params, calibrator.calib, h, kind=ac.score, window=ac.window
+    def calib_scores(since: int) -> tuple[np.ndarray, list, list]:
+        return detector_reference(
+            agent, state.params, calibrator.calib, replay, size=cfg.abstain.calib_size, since=since
         )
-        return d, np.split(d, np.flatnonzero(first)[1:])
 
-    scores, episodes = calib_scores(calibrator.since)  # the data it was calibrated on
+    scores, episodes, terminated = calib_scores(calibrator.since)  # what it was calibrated on
     change_cfg = ChangeConfig(**cfg.section("change"))
-    detector = ChangeDetector(change_cfg, scores, episodes=episodes, seed=seed)
+    detector = ChangeDetector(
+        change_cfg, scores, episodes=episodes, terminated=terminated, seed=seed
+    )
     ends = np.cumsum([s for s, _ in schedule])
     phase, since, switch_step, boost_until, adapt_until = 0, 0, 0, -1, -1
-    recalib_at, pending_switch, collect_from, held_from, staged = None, False, None, 0, False
+    recalib_at, pending_switch, collect_from, held_from, level = None, False, None, 0, 0
+    held_eps = 0  # held-out episodes finished since collect_from
     phases = [
         {"world": world_name(schedule[0][1]), "switch_step": 0, "alarm_step": None, "alarms": []}
     ]
@@ -118,6 +142,8 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
         return r["mean"]
 
     phases[0]["original_return_before"] = eval_world(None)
+    phases[0] |= {"detector_armed": detector.armed, "detector_h": detector.h,
+                  "detector_episodes": detector.episodes}  # fmt: skip
     try:
         while driver.env_steps < ends[-1]:
             step_no = driver.env_steps
@@ -141,8 +167,18 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 explore=False, plan=tc.plan, calib=calibrator.calib,
             )  # fmt: skip
             info = jax.device_get(info)
-            # the detector ranks the gate's decision score; every mode reports its alarms
-            if detector.update(float(info["score"][0])):
+            ep_abstain += int(info["abstained"][0])
+            ep_decisions += 1
+            began = bool(driver.first[0])
+            step = driver.step(np.asarray(action))
+            replay.add(step, holdout=calibrator.held)
+            decision += 1
+            if collect_from is not None and step.first[0] and calibrator.held[0]:
+                held_eps += 1
+            # the detector ranks the gate's decision score (an episode's edges untested, so it
+            # needs to know how the step ended); every mode reports its alarms
+            ended, term = bool(step.first[0]), bool(step.terminated[0])
+            if detector.update(float(info["score"][0]), first=began, last=ended, terminated=term):
                 since = replay.added
                 # a phase keeps every alarm; its detection delay is the first one's
                 phases[-1]["alarms"].append(step_no)
@@ -158,11 +194,6 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 emit(
                     "alarm", step_no, {"delay": step_no - switch_step, "world": phases[-1]["world"]}
                 )
-            ep_abstain += int(info["abstained"][0])
-            ep_decisions += 1
-            step = driver.step(np.asarray(action))
-            replay.add(step, holdout=calibrator.held)
-            decision += 1
             for ep in step.episodes:
                 emit(
                     "episode",
@@ -187,26 +218,33 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 # every episode from here, acted by this model (episodes acted before or during
                 # adaptation are stale for the bias test, which also sees how the policy acts)
                 calibrator.hold_all, collect_from, held_from = True, replay.added, replay.held
-                staged = False
+                level, held_eps = 0, 0
+            # recalibrate at an episode end each time the new world's held-out data reaches the
+            # next level: (1) enough decisions for a finite conformal threshold (a few times
+            # 1 / alpha after the bias kinds' fit split), the gate's windowed max alone; (2)
+            # enough for the bias test too; (3) enough reference episodes to arm the change
+            # detector. Then stop holding every episode out.
             new_held = replay.held - held_from
-            enough = new_held >= calibrator.min_holdout()
-            # the first stage needs enough decisions for a finite conformal threshold (a few
-            # times 1 / alpha after the bias kinds' fit split), else the gate would be blind
-            first_ok = new_held >= min(
-                calibrator.min_holdout(), math.ceil(4 / calibrator.cfg.alpha)
-            )
-            # recalibrate at the first episode end with new held-out data (the bias test left
-            # out while too few: the plain windowed score alone), and again once there are
-            # enough for the bias test; then stop holding every episode out
-            if collect_from is not None and driver.first[0] and first_ok and (enough or not staged):
+            need = calibrator.min_holdout()
+            now = 0
+            if new_held >= min(need, math.ceil(4 / calibrator.cfg.alpha)):
+                now = 1
+                if new_held >= need:
+                    now = 2
+                    ref = reference_episodes(held_eps, calibrator.cfg.score)
+                    if ref >= change_cfg.min_episodes:
+                        now = 3
+            if collect_from is not None and driver.first[0] and now > level:
                 result = calibrator.recalibrate(
                     state.params, replay, np_rng(seed, "recal", decision), since=collect_from
                 )
                 if result is not None:  # watch for the next change against the new world's scores
                     detector.reset(*calib_scores(collect_from))
+                    result |= {"detector_armed": detector.armed, "detector_h": detector.h,
+                               "detector_episodes": detector.episodes}  # fmt: skip
                     emit("calibration", driver.env_steps, result)
-                    staged = True
-                    if enough:
+                    level = now
+                    if level == 3:
                         recalib_at = collect_from = None
                         calibrator.hold_all = False
             if phase + 1 < len(schedule) and driver.env_steps >= ends[phase]:

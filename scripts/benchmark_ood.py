@@ -33,8 +33,8 @@ KINDS = ("epistemic", "surprise", "max")
 
 def collect(agent, state, env_id, *, episodes, seed, max_steps, plan, shift=None):
     """Run `episodes` greedy episodes in parallel (gate off); returns transition arrays in
-    episode order: obs, action, next_obs (T, ...), first, t (step in episode) (T,), and
-    'returns' (episodes,)."""
+    episode order: obs, action, next_obs (T, ...), terminated, first, t (step in episode) (T,),
+    and 'returns' (episodes,)."""
     from envs import Driver, make_env
     from worldmodel.rng import key_for
 
@@ -54,7 +54,7 @@ def collect(agent, state, env_id, *, episodes, seed, max_steps, plan, shift=None
             )  # fmt: skip
             step = driver.step(np.asarray(action))
             for i in np.flatnonzero(~done):
-                rows[i].append((step.obs[i], step.action[i], step.next_obs[i]))
+                rows[i].append((step.obs[i], step.action[i], step.next_obs[i], step.terminated[i]))
             returns += np.where(done, 0.0, step.reward)
             done |= step.terminated | step.truncated
             decision += 1
@@ -62,7 +62,7 @@ def collect(agent, state, env_id, *, episodes, seed, max_steps, plan, shift=None
         env.close()
     out = {
         k: np.concatenate([np.stack([r[j] for r in ep]) for ep in rows])
-        for j, k in enumerate(("obs", "action", "next_obs"))
+        for j, k in enumerate(("obs", "action", "next_obs", "terminated"))
     }
     out["t"] = np.concatenate([np.arange(len(ep)) for ep in rows])
     out["first"] = out["t"] == 0

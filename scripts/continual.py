@@ -54,10 +54,13 @@ def _calibrate_before_deployment(agent, state, cfg, replay, calibrator, batch: i
     score or window). The plain scores use the checkpoint's held-out episodes when it has some.
     The bias kinds, and a checkpoint with none, calibrate on fresh greedy episodes in the
     original world (seeds never used in training; `batch` at a time until the bias test has
-    2 * BIAS_MIN_PER_DIM transitions per residual dim, at most 5 batches), stored in replay as
+    2 * BIAS_MIN_PER_DIM transitions per residual dim and the change detector its
+    `change.min_episodes` reference episodes, at most 10 batches), stored in replay as
     held out (never trained on), as a deployment would start: training-time held-out episodes
     were acted by earlier policies, and the bias test's reference must be the deployed one's
     (measured on a 6k Hopper agent: threshold 8.2 on the mixed stream)."""
+    from agents.change import ChangeConfig
+    from agents.continual import reference_episodes
     from envs import Step
     from scripts.benchmark_ood import collect
     from worldmodel.uncertainty import BIAS_KINDS
@@ -68,16 +71,21 @@ def _calibrate_before_deployment(agent, state, cfg, replay, calibrator, batch: i
         print(f"calibrated before deployment on the checkpoint's held-out episodes: {result}")
         return
     need = calibrator.min_holdout()
+    need_eps = ChangeConfig(**cfg.section("change")).min_episodes
     since, held0, added = replay.added, replay.held, 0
-    while replay.held - held0 < need and added < 5 * batch:
+    while (
+        replay.held - held0 < need or reference_episodes(added, agent.abstain_cfg.score) < need_eps
+    ) and added < 10 * batch:
         data = collect(agent, state, cfg.env.id, episodes=batch, seed=cfg.seed + 50_000 + added,
                        max_steps=cfg.env.max_episode_steps, plan=cfg.train.plan)  # fmt: skip
         last = np.r_[data["first"][1:], True]  # an episode's last transition
+        term = np.asarray(data["terminated"], bool)
         zero = np.zeros(1, np.float32)
         for j in range(len(data["t"])):
+            sl = slice(j, j + 1)
             replay.add(
-                Step(data["obs"][j : j + 1], data["action"][j : j + 1], zero, data["next_obs"][j : j + 1],
-                     np.zeros(1, bool), last[j : j + 1], last[j : j + 1], []),
+                Step(data["obs"][sl], data["action"][sl], zero, data["next_obs"][sl],
+                     term[sl], last[sl] & ~term[sl], last[sl], []),
                 holdout=np.ones(1, bool),
             )  # fmt: skip
         added += batch

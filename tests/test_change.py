@@ -82,7 +82,7 @@ def test_threshold_from_correlated_episodes_keeps_the_configured_rate():
             x[t] = 0.95 * x[t - 1] + np.sqrt(1 - 0.95**2) * rng.normal()
         return x
 
-    cfg = ChangeConfig(false_alarm=0.1, horizon=250)
+    cfg = ChangeConfig(false_alarm=0.1, horizon=250, episode_cap=1.0)
     calib_eps = [episode() for _ in range(40)]
     calib = np.concatenate(calib_eps)
     h_iid = cusum_threshold(cfg, seed=0)
@@ -115,3 +115,96 @@ def test_calibrator_holds_out_every_period_and_the_episode_after_hold_next():
     # not active (the seed phase): nothing held out, and the count does not advance
     cal.start_episodes(np.ones(1, bool), active=False)
     assert not cal.held[0] and cal.started == 20
+
+
+def test_detector_is_not_armed_with_too_few_reference_episodes():
+    """A threshold set on a handful of episodes is not trusted: below `min_episodes` reference
+    episodes the detector never alarms, even on a stream far outside its reference."""
+    rng = np.random.default_rng(5)
+    episodes = [rng.normal(size=50) for _ in range(6)]
+    calib = np.concatenate(episodes)
+    far = rng.normal(5.0, 1.0, size=200)
+    few = ChangeDetector(ChangeConfig(min_episodes=10), calib, episodes=episodes, seed=0)
+    assert not few.armed and not any(few.update(s, first=t % 50 == 0) for t, s in enumerate(far))
+    enough = ChangeDetector(ChangeConfig(min_episodes=6), calib, episodes=episodes, seed=0)
+    assert enough.armed and enough.h == few.h  # the same threshold, now allowed to alarm
+    assert any(enough.update(s, first=t % 50 == 0) for t, s in enumerate(far))
+    iid = ChangeDetector(ChangeConfig(min_episodes=10), calib, seed=0)
+    assert iid.armed  # the i.i.d. threshold needs no episodes
+    with pytest.raises(ConfigError, match="change.min_episodes"):
+        ChangeConfig(min_episodes=-1)
+
+
+def test_episode_cap_needs_two_episodes_of_evidence():
+    """One rare in-distribution episode (a long run of high scores) alarms the plain CUSUM but
+    not the capped one; a change that lasts two episodes alarms both, the capped one in the
+    second episode. The threshold itself is set with the cap (capped_cusum_peaks by hand)."""
+    from agents.change import capped_cusum_peaks
+
+    x = np.array([[1.0, 1.0, 1.0, 1.0, -5.0, 2.0]])
+    start = np.array([[True, False, False, True, False, True]])
+    # S: 1, 1.5 (capped at 0 + 1.5), 1.5, 2.5 (a new episode: 1.5 + 1), 0, 1.5 (0 + 1.5);
+    # uncapped 1, 2, 3, 4, 0, 2
+    np.testing.assert_allclose(capped_cusum_peaks(x, start, 1.5), [2.5])
+    np.testing.assert_allclose(capped_cusum_peaks(x, start, np.inf), [4.0])
+
+    rng = np.random.default_rng(2)
+    episodes = [rng.normal(size=100) for _ in range(30)]
+    calib = np.concatenate(episodes)
+    plain = ChangeDetector(ChangeConfig(episode_cap=1.0), calib, episodes=episodes, seed=0)
+    capped = ChangeDetector(ChangeConfig(episode_cap=0.6), calib, episodes=episodes, seed=0)
+    assert capped.armed and np.isfinite(capped.cap) and capped.cap == 0.6 * capped.h
+
+    def feed(det, stream):
+        det.restart()
+        for t, s in enumerate(stream):
+            if det.update(s, first=t % 100 == 0):
+                return t
+        return None
+
+    rare = np.concatenate([rng.normal(size=100), rng.normal(size=100), rng.normal(size=100)])
+    rare[130:170] = 6.0  # one episode with a 40-step run far above every reference score
+    assert feed(plain, rare) is not None
+    assert feed(capped, rare) is None
+    shifted = np.concatenate([rng.normal(size=100), rng.normal(3.0, 1.0, size=200)])
+    at_plain, at_capped = feed(plain, shifted), feed(capped, shifted)
+    assert at_plain is not None and 100 <= at_plain < 200
+    # at least as late (it may use the evidence of the episode before the change too), and early
+    # in the second changed episode at the latest
+    assert at_capped is not None and at_plain <= at_capped < 230
+
+
+def test_edges_of_an_episode_are_not_tested_and_a_truncation_is():
+    """With change.edge, the first `edge` decisions of an episode and the last `edge` before a
+    terminal state are never tested (a fall's burst cannot alarm), while the same burst before
+    a time-limit truncation is tested at that episode's last step; trim_edges by hand."""
+    from agents.change import trim_edges
+
+    eps = [np.arange(30.0), np.arange(30.0)]
+    out = trim_edges(eps, [True, False], 10)
+    assert out[0].tolist() == list(range(10, 20)) and out[1].tolist() == list(range(10, 30))
+
+    rng = np.random.default_rng(0)
+    ref = [rng.normal(size=100) for _ in range(30)]
+    cfg = ChangeConfig(edge=10, episode_cap=1.0, min_episodes=0)
+
+    def feed(det, bursts_at, terminated):
+        det.restart()
+        t = 0
+        for _ in range(10):
+            e = rng.normal(size=100)
+            e[bursts_at] = 50.0
+            for i, s in enumerate(e):
+                last = i == 99
+                if det.update(s, first=i == 0, last=last, terminated=terminated and last):
+                    return t
+                t += 1
+        return None
+
+    det = ChangeDetector(cfg, np.concatenate(ref), episodes=ref, terminated=[True] * 30, seed=0)
+    assert feed(det, slice(92, 100), terminated=True) is None  # falls: untested
+    assert feed(det, slice(0, 8), terminated=True) is None  # the reset transient: untested
+    at = feed(det, slice(92, 100), terminated=False)  # the same burst, then a truncation
+    assert at is not None and at % 100 == 99
+    at = feed(det, slice(40, 48), terminated=True)  # mid-episode: tested, `edge` steps late
+    assert at is not None and 50 <= at % 100 < 58

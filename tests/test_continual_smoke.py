@@ -13,11 +13,15 @@ def test_continual_schedule_runs_every_mode(tmp_path):
     out = tmp_path / "results"
     # a hair-trigger detector, so that alarms (and the learning they start) happen in 140 steps;
     # the default gate (either): the first recalibration after adaptation leaves the bias test
-    # out (fewer than Calibrator.min_holdout() = 380 new held-out transitions in 140 steps)
+    # out (fewer than Calibrator.min_holdout() = 380 new held-out transitions in 140 steps);
+    # one reference episode arms the detector (the default 20 would take 1600 steps here), and
+    # one episode may raise the alarm (uncapped: the cap needs two episodes of evidence), and
+    # short untested edges (the default 10 would leave no time to recalibrate in 140 steps)
     rc = continual_script.main(
         [str(run), "configs/continual/debug.yaml", "env.max_episode_steps=40",
-         "continual.recalib_after=20", "continual.boost_steps=20", "--modes", "adaptive",
-         "frozen", "--out", str(out), "change.false_alarm=0.99", "change.horizon=5"]
+         "continual.recalib_after=10", "continual.boost_steps=10", "--modes", "adaptive",
+         "frozen", "--out", str(out), "change.false_alarm=0.99", "change.horizon=5",
+         "change.min_episodes=1", "change.episode_cap=1", "change.edge=2"]
     )  # fmt: skip
     assert rc == 0
     (path,) = out.glob("continual_*.json")
@@ -42,6 +46,8 @@ def test_continual_schedule_runs_every_mode(tmp_path):
             calib = [e for e in r["events"] if e["kind"] == "calibration"]
             assert calib and calib[0]["step"] > alarms[0]["step"]
             assert calib[0]["bias_test"] is False  # staged: the plain score first
+            assert "detector_armed" in calib[0] and calib[0]["detector_episodes"] >= 1
+        assert phases[0]["detector_armed"] is True
     from scripts import plot_continual
 
     assert plot_continual.main([str(path)]) == 0
