@@ -13,7 +13,7 @@ frequent than on i.i.d. data, hence `cusum_threshold_from_episodes` (h on resamp
 episodes). That h is only as good as the episodes it resamples, and real episodes are not
 alike: on a 6k Hopper agent (`scripts.benchmark_change`) about one unchanged episode in eight has
 a run of 20-36 consecutive high scores mid-episode, and the episode's first decisions (the reset
-transient) and its last before a fall score highest; h set on 20 reference episodes gave 0.97
+transient) and its last before a fall score highest; h set on 20 reference episodes gave 1.3
 false alarms per 1000 decisions (configured: P(alarm within 1000) = 0.01). Two changes:
 - A change of the world changes every episode after it, a rare episode is one episode: with
   `episode_cap` c < 1 one episode may raise the statistic by at most c h over its value when
@@ -23,7 +23,8 @@ false alarms per 1000 decisions (configured: P(alarm within 1000) = 0.01). Two c
   not tested (in calibration alike): the detector runs `edge` decisions behind the stream.
 Together: 0.11 false alarms per 1000 on that agent's 9260 fresh decisions (0.04 over 74k with
 other 20-episode references), every mass x2 and gain x0.5 switch detected, after about one
-episode (157-189 decisions). Below `min_episodes` reference episodes the detector is not armed.
+episode (median 157-189 decisions). Below `min_episodes` reference episodes the detector is
+not armed.
 """
 
 from __future__ import annotations
