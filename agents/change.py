@@ -137,6 +137,14 @@ def cusum_threshold_from_episodes(
     return h
 
 
+def split_episodes(scores, first, terminated) -> tuple[list, list]:
+    """Per-decision scores (T,) -> ([each episode's scores], [whether it ended terminated]);
+    first (T,) marks episode starts, terminated (T,) the transitions that ended in one."""
+    cuts = np.flatnonzero(np.asarray(first, bool))[1:]
+    ends = [bool(t[-1]) for t in np.split(np.asarray(terminated, bool), cuts)]
+    return np.split(np.asarray(scores), cuts), ends
+
+
 def trim_edges(episodes: list, terminated, edge: int) -> list:
     """Each episode's scores without its first `edge` and, where terminated[i], its last `edge`:
     the decisions the detector tests."""

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from agents.calibration import Calibrator, holdout_decisions
-from agents.change import ChangeConfig, ChangeDetector
+from agents.change import ChangeConfig, ChangeDetector, split_episodes
 from agents.evaluation import evaluate
 from agents.replay import Replay
 from envs import Driver, make_env
@@ -90,9 +90,8 @@ def detector_reference(agent, params, calib, replay: Replay, *, size: int, since
     d, first, keep = holdout_decisions(
         agent, params, calib, h, kind=ac.score, window=ac.window, keep=True
     )
-    cuts = np.flatnonzero(first)[1:]
-    terminated = [bool(e[-1]) for e in np.split(np.asarray(h["terminated"], bool)[keep], cuts)]
-    return d, np.split(d, cuts), terminated
+    episodes, terminated = split_episodes(d, first, np.asarray(h["terminated"], bool)[keep])
+    return d, episodes, terminated
 
 
 def reference_episodes(held_episodes: int, score: str) -> int:

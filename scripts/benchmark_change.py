@@ -40,6 +40,7 @@ def _episodes(agent, state, cfg, calib, *, n, seed, shift=None) -> list[tuple]:
     """[(the gate's decision scores (T_i,), whether it terminated)] of n fresh greedy episodes."""
     from agents.abstain import decision_scores
     from agents.calibration import score_transitions
+    from agents.change import split_episodes
     from scripts.benchmark_ood import collect
 
     data = collect(agent, state, cfg.env.id, episodes=n, seed=seed,
@@ -47,9 +48,7 @@ def _episodes(agent, state, cfg, calib, *, n, seed, shift=None) -> list[tuple]:
     s = score_transitions(agent, state.params, calib, data["obs"], data["action"], data["next_obs"])
     ac = agent.abstain_cfg
     d = decision_scores(s, data["first"], kind=ac.score, window=ac.window, calib=calib)
-    cuts = np.flatnonzero(data["first"])[1:]
-    term = np.split(np.asarray(data["terminated"], bool), cuts)
-    return [(e, bool(t[-1])) for e, t in zip(np.split(d, cuts), term, strict=True)]
+    return list(zip(*split_episodes(d, data["first"], data["terminated"]), strict=True))
 
 
 def _detector(variant: str, rate: float, reference: list, seed: int):
