@@ -25,6 +25,13 @@ Together: 0.11 false alarms per 1000 on that agent's 9260 fresh decisions (0.04 
 other 20-episode references), every mass x2 and gain x0.5 switch detected, after about one
 episode (median 157-189 decisions). Below `min_episodes` reference episodes the detector is
 not armed.
+Confirmation (`confirm` episodes, 0 = off; with reference episodes only): a crossing of h is a
+*suspicion*; the statistic starts again from 0 at the next episode, and only a second crossing
+within the `confirm` episodes after the suspicion's confirms the change (reported at the first crossing: that is when it
+was detected). Without one the suspicion is retracted. A real change keeps raising the
+statistic; two unusual episodes in an unchanged world (what a false alarm on real streams is,
+`continual_v5`) must be followed by two more. `false_alarm` is then the rate of suspicions, and
+the rate of confirmed alarms is lower (measured in `scripts.benchmark_change`).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ class ChangeConfig:
     episode_cap: float = 0.6  # share of h one episode may add (1: no cap); episodes-set h only
     min_episodes: int = 20  # reference episodes below which the detector is not armed
     edge: int = 10  # untested decisions at an episode's start and before a terminal state
+    confirm: int = 3  # episodes after a crossing's in which a second one confirms it (0: none)
 
     def __post_init__(self):
         if not 0.0 < self.false_alarm < 1.0:
@@ -60,6 +68,10 @@ class ChangeConfig:
             raise ConfigError(f"change.edge must be >= 0, got {self.edge}")
         if self.min_episodes < 0:
             raise ConfigError(f"change.min_episodes must be >= 0, got {self.min_episodes}")
+        if self.confirm < 0:
+            raise ConfigError(
+                f"change.confirm must be >= 0 (0: no confirmation), got {self.confirm}"
+            )
 
 
 def conformal_pvalues(calib_scores, scores) -> np.ndarray:
@@ -156,8 +168,10 @@ def trim_edges(episodes: list, terminated, edge: int) -> list:
 
 
 class ChangeDetector:
-    """Online CUSUM over conformal p-values. `update(score) -> bool` (True at an alarm);
-    `alarm_step` is the first alarm's step; `reset(calib_scores, episodes)` starts over for a new
+    """Online CUSUM over conformal p-values. `update(score) -> bool` (True at a confirmed alarm,
+    `cfg.confirm`); `alarm_step` is the decision (counted from the last restart) at which it was
+    first suspected, `suspected` the open suspicion's (None if none), `retracted` the
+    unconfirmed ones'; `reset(calib_scores, episodes)` starts over for a new
     world. With `episodes` (the calibration scores split by episode) the threshold is set on
     resampled calibration streams (`cusum_threshold_from_episodes`), which keeps the in-episode
     correlation that makes the i.i.d. threshold alarm far too often on real score streams; with
@@ -177,6 +191,7 @@ class ChangeDetector:
         """New reference: calib_scores, or with `episodes` (and whether each `terminated`) their
         tested part (`trim_edges`)."""
         self.edge = self.cfg.edge if episodes is not None else 0
+        self.confirm = self.cfg.confirm if episodes is not None else 0
         if episodes is not None:
             term = [False] * len(episodes) if terminated is None else list(terminated)
             episodes = trim_edges(episodes, term, self.edge)
@@ -196,7 +211,8 @@ class ChangeDetector:
     def restart(self) -> None:
         """Zero the statistic (same reference and h), e.g. after an alarm was handled."""
         self.s, self.s_start, self.t, self.alarm_step = 0.0, 0.0, 0, None
-        self.k, self.waiting = 0, []
+        self.k, self.waiting, self.mute = 0, [], False
+        self.suspected, self.since, self.retracted = None, 0, []
 
     def update(
         self, score: float, *, first: bool = False, last: bool = False, terminated: bool = False
@@ -204,9 +220,14 @@ class ChangeDetector:
         """Add one decision score: `first` it begins an episode, `last` its episode ended with
         this decision's step, `terminated` in a terminal state. The first `edge` of an episode
         are not tested, the rest `edge` decisions late (dropped if the episode terminates before
-        then, tested at once at a truncation). True if this call raised the first alarm."""
+        then, tested at once at a truncation). True if this call confirmed the first alarm."""
         if first:
-            self.k, self.waiting, self.s_start = 0, [], self.s
+            self.k, self.waiting, self.s_start, self.mute = 0, [], self.s, False
+            if self.suspected is not None:
+                self.since += 1
+                if self.since > self.cfg.confirm:  # no second crossing in time
+                    self.retracted.append(self.suspected)
+                    self.suspected = None
         if self.k >= self.edge:
             self.waiting.append(float(score))
         self.k += 1
@@ -215,14 +236,19 @@ class ChangeDetector:
             len(self.waiting) if last and not terminated else max(len(self.waiting) - self.edge, 0)
         )
         ready, self.waiting = self.waiting[:cut], ([] if last else self.waiting[cut:])
-        if not ready:
+        if not ready or self.mute:
             return False
         for x in cusum_increments(conformal_pvalues(self.calib, ready), self.cfg.kappa):
             self.s = min(max(0.0, self.s + float(x)), self.s_start + self.cap)
-        if self.armed and self.s > self.h and self.alarm_step is None:
-            self.alarm_step = self.t - 1
-            return True
-        return False
+        if not (self.armed and self.s > self.h and self.alarm_step is None):
+            return False
+        if self.confirm and self.suspected is None:  # a suspicion: evidence from the next episode
+            self.suspected, self.since, self.s, self.s_start = self.t - 1, 0, 0.0, 0.0
+            self.mute = True
+            return False
+        self.alarm_step = self.t - 1 if self.suspected is None else self.suspected
+        self.suspected = None
+        return True
 
 
 def first_alarm(calib_scores, scores, cfg: ChangeConfig, h: float) -> int | None:

@@ -4,7 +4,9 @@ adapts with old and new experience mixed, recalibrates for the new world, and is
 
 modes: 'adaptive' (detection -> replay mixing at `new_share` + `boost`x updates for
 `boost_steps`), 'naive' (detection -> fine-tune on new-world data only, no boost), 'frozen' (no
-updates at all). The deployed model changes only after a detected change: it learns for
+updates at all). In both learning modes the new world's share of a batch ramps up over its first
+`ramp` transitions (`new_world_share`). A detection is a suspicion confirmed by a second one
+(`change.confirm`); the agent keeps acting under its gate meanwhile and adapts once confirmed. The deployed model changes only after a detected change: it learns for
 `recalib_after` steps, then holds out every episode acted by the adapted model and is
 recalibrated in stages: once a finite threshold is possible (the bias test left out), once
 there are `Calibrator.min_holdout()` new transitions for the bias test, and once the change
@@ -14,7 +16,8 @@ set on fewer raised false alarms, agents.change); then it stays fixed until the 
 version that did so raised false alarms within 12-71 steps in the unchanged world). The from-scratch reference per world is a plain `scripts.train` run with that
 world's `shift.*` settings and the same budget.
 emit(kind, env_step, data): 'episode' (return, world, abstain_rate), 'switch' (world),
-'alarm' (delay after the switch), 'calibration', 'eval'.
+'alarm' (delay after the switch, detection step), 'retracted' (an unconfirmed suspicion's
+step), 'calibration', 'eval'.
 """
 
 from __future__ import annotations
@@ -48,11 +51,25 @@ class ContinualConfig:
     boost: int = 2  # updates per step x this right after a detected change
     boost_steps: int = 1000  # env steps the boost lasts
     recalib_after: int = 1000  # env steps after an alarm before the new world is recalibrated
+    ramp: int = 500  # new-world transitions over which its batch share ramps up to full
     eval_episodes: int = 5  # greedy prior episodes per world for the forgetting figure
 
     def __post_init__(self):
         if not 0.0 <= self.new_share <= 1.0:
             raise ConfigError(f"continual.new_share must be in [0, 1], got {self.new_share}")
+        if self.ramp < 0:
+            raise ConfigError(
+                f"continual.ramp must be >= 0 (0: full share at once), got {self.ramp}"
+            )
+
+
+def new_world_share(mode: str, cc: ContinualConfig, new: int) -> float:
+    """Batch share of the `new` transitions stored since the alarm: `new_share` (adaptive) or
+    all (naive), ramped up linearly over the first `ramp` of them. Without the ramp the first
+    updates fit a handful of transitions (half or all of 256 windows from the first few steps):
+    on Hopper they made the policy fall within 9-30 steps after every alarm (`continual_v5`)."""
+    full = cc.new_share if mode == "adaptive" else 1.0
+    return full * min(1.0, new / cc.ramp) if cc.ramp else full
 
 
 def world_name(spec: ShiftSpec | None) -> str:
@@ -94,6 +111,13 @@ def detector_reference(agent, params, calib, replay: Replay, *, size: int, since
     return d, episodes, terminated
 
 
+def _phase(world: str, switch_step: int) -> dict:
+    """A phase's record: its alarms (detection steps; `confirmed` where each was confirmed),
+    the suspicions raised in it and those retracted (never confirmed)."""
+    return {"world": world, "switch_step": switch_step, "alarm_step": None, "alarms": [],
+            "confirmed": [], "suspicions": [], "retracted": []}  # fmt: skip
+
+
 def reference_episodes(held_episodes: int, score: str) -> int:
     """Episodes of the detector's reference among `held_episodes` held-out ones: the conformal
     part, every other episode for the bias kinds (`fit_split`), else all."""
@@ -130,9 +154,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
     phase, since, switch_step, boost_until, adapt_until = 0, 0, 0, -1, -1
     recalib_at, pending_switch, collect_from, held_from, level = None, False, None, 0, 0
     held_eps = 0  # held-out episodes finished since collect_from
-    phases = [
-        {"world": world_name(schedule[0][1]), "switch_step": 0, "alarm_step": None, "alarms": []}
-    ]
+    phases = [_phase(world_name(schedule[0][1]), 0)]
     ep_abstain = ep_decisions = updates = decision = 0
 
     def eval_world(spec) -> float:
@@ -149,14 +171,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
             if pending_switch and driver.first[0]:  # switch worlds at an episode boundary
                 wrapper.set_shift(schedule[phase][1] or NEUTRAL)
                 switch_step, pending_switch = step_no, False
-                phases.append(
-                    {
-                        "world": world_name(schedule[phase][1]),
-                        "switch_step": step_no,
-                        "alarm_step": None,
-                        "alarms": [],
-                    }
-                )
+                phases.append(_phase(world_name(schedule[phase][1]), step_no))
                 emit("switch", step_no, {"world": phases[-1]["world"]})
             calibrator.start_episodes(driver.first, active=True)
             # deployed: act greedily, as the calibration episodes were acted (with exploration
@@ -175,24 +190,39 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
             if collect_from is not None and step.first[0] and calibrator.held[0]:
                 held_eps += 1
             # the detector ranks the gate's decision score (an episode's edges untested, so it
-            # needs to know how the step ended); every mode reports its alarms
+            # needs to know how the step ended); every mode reports its alarms. An alarm is a
+            # suspicion confirmed by a second crossing (change.confirm); it is reported at the
+            # first, and adaptation starts at the second.
             ended, term = bool(step.first[0]), bool(step.terminated[0])
-            if detector.update(float(info["score"][0]), first=began, last=ended, terminated=term):
+            n_retracted, was = len(detector.retracted), detector.suspected
+            confirmed = detector.update(
+                float(info["score"][0]), first=began, last=ended, terminated=term
+            )
+            back = step_no - detector.t + 1  # + the detector's decision index = the env step
+            for t in detector.retracted[n_retracted:]:
+                phases[-1]["retracted"].append(back + t)
+                emit("retracted", step_no, {"suspected": back + t, "world": phases[-1]["world"]})
+            if detector.suspected is not None and detector.suspected != was:
+                phases[-1]["suspicions"].append(back + detector.suspected)
+            if confirmed:
                 since = replay.added
+                detected = back + detector.alarm_step
+                if detected < switch_step:  # suspected in the world before, confirmed in this
+                    detected = step_no
                 # a phase keeps every alarm; its detection delay is the first one's
-                phases[-1]["alarms"].append(step_no)
+                phases[-1]["alarms"].append(detected)
+                phases[-1]["confirmed"].append(step_no)
                 if phases[-1]["alarm_step"] is None:
-                    phases[-1]["alarm_step"] = step_no
+                    phases[-1]["alarm_step"] = detected
                     phases[-1]["delay"] = (
-                        step_no - switch_step if phase == len(phases) - 1 else None
+                        detected - switch_step if phase == len(phases) - 1 else None
                     )
                 boost_until = step_no + cc.boost_steps if mode == "adaptive" else -1
                 if mode != "frozen":  # frozen: no learning, no recalibration
                     recalib_at = adapt_until = step_no + cc.recalib_after
                     calibrator.hold_next()  # the new world's calibration data
-                emit(
-                    "alarm", step_no, {"delay": step_no - switch_step, "world": phases[-1]["world"]}
-                )
+                emit("alarm", step_no, {"delay": detected - switch_step, "detected": detected,
+                                        "world": phases[-1]["world"]})  # fmt: skip
             for ep in step.episodes:
                 emit(
                     "episode",
@@ -202,7 +232,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 ep_abstain = ep_decisions = 0
             if mode != "frozen" and step_no < adapt_until:  # learn from a detected change
                 n = tc.updates_per_step * (cc.boost if step_no < boost_until else 1)
-                share = cc.new_share if mode == "adaptive" else 1.0
+                share = new_world_share(mode, cc, replay.added - since)
                 for _ in range(n):
                     rng = np_rng(seed, "continual_replay", updates)
                     batch = replay.sample_mixed(

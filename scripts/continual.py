@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "seconds": time.perf_counter() - tic, "updates": out["updates"]}  # fmt: skip
             print(f"[{mode}] {time.perf_counter() - tic:.0f} s")
             for ph in phases:
-                print(f"  {ph['world']:>45} switch@{ph['switch_step']:>6} alarms@{ph['alarms']} "
+                print(f"  {ph['world']:>45} switch@{ph['switch_step']:>6} alarms@{ph['alarms']} retracted@{ph.get('retracted')} "
                       f"return {ph['return_first3']} -> {ph['return_last3']}  abstain {ph['abstain_rate_first3']} -> {ph['abstain_rate_last3']}")  # fmt: skip
             if "original_return_before" in out["phases"][0]:
                 ph0 = out["phases"][0]

@@ -52,10 +52,12 @@ def summarize(result: dict, scratch: dict[str, Path]) -> dict:
         for i, p in enumerate(phases):
             lo, hi = bounds[i], bounds[i + 1]
             ph_eps = [e for e in eps if lo < e["step"] <= hi]
-            ph_alarms = [a["step"] for a in alarms if lo <= a["step"] < hi]
+            # an alarm's detection step (its first crossing; confirmed at the event's step)
+            ph_alarms = [a.get("detected", a["step"]) for a in alarms if lo <= a["step"] < hi]
             row = {"world": p["world"], "switch_step": p["switch_step"],
                    "alarms": ph_alarms, "delay": (ph_alarms[0] - lo) if ph_alarms and i > 0 else None,
                    "false_alarms": len(ph_alarms) if i == 0 else 0,
+                   "retracted": p.get("retracted", []),
                    "abstain_first3": float(np.mean([e["abstain_rate"] for e in ph_eps[:3]])) if ph_eps else None,
                    "abstain_last3": float(np.mean([e["abstain_rate"] for e in ph_eps[-3:]])) if ph_eps else None,
                    "return_first3": float(np.mean([e["return"] for e in ph_eps[:3]])) if ph_eps else None,

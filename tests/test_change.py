@@ -124,9 +124,11 @@ def test_detector_is_not_armed_with_too_few_reference_episodes():
     episodes = [rng.normal(size=50) for _ in range(6)]
     calib = np.concatenate(episodes)
     far = rng.normal(5.0, 1.0, size=200)
-    few = ChangeDetector(ChangeConfig(min_episodes=10), calib, episodes=episodes, seed=0)
+    few = ChangeDetector(ChangeConfig(min_episodes=10, confirm=0), calib, episodes=episodes, seed=0)
     assert not few.armed and not any(few.update(s, first=t % 50 == 0) for t, s in enumerate(far))
-    enough = ChangeDetector(ChangeConfig(min_episodes=6), calib, episodes=episodes, seed=0)
+    enough = ChangeDetector(
+        ChangeConfig(min_episodes=6, confirm=0), calib, episodes=episodes, seed=0
+    )
     assert enough.armed and enough.h == few.h  # the same threshold, now allowed to alarm
     assert any(enough.update(s, first=t % 50 == 0) for t, s in enumerate(far))
     iid = ChangeDetector(ChangeConfig(min_episodes=10), calib, seed=0)
@@ -151,8 +153,12 @@ def test_episode_cap_needs_two_episodes_of_evidence():
     rng = np.random.default_rng(2)
     episodes = [rng.normal(size=100) for _ in range(30)]
     calib = np.concatenate(episodes)
-    plain = ChangeDetector(ChangeConfig(episode_cap=1.0), calib, episodes=episodes, seed=0)
-    capped = ChangeDetector(ChangeConfig(episode_cap=0.6), calib, episodes=episodes, seed=0)
+    plain = ChangeDetector(
+        ChangeConfig(episode_cap=1.0, confirm=0), calib, episodes=episodes, seed=0
+    )
+    capped = ChangeDetector(
+        ChangeConfig(episode_cap=0.6, confirm=0), calib, episodes=episodes, seed=0
+    )
     assert capped.armed and np.isfinite(capped.cap) and capped.cap == 0.6 * capped.h
 
     def feed(det, stream):
@@ -186,7 +192,7 @@ def test_edges_of_an_episode_are_not_tested_and_a_truncation_is():
 
     rng = np.random.default_rng(0)
     ref = [rng.normal(size=100) for _ in range(30)]
-    cfg = ChangeConfig(edge=10, episode_cap=1.0, min_episodes=0)
+    cfg = ChangeConfig(edge=10, episode_cap=1.0, min_episodes=0, confirm=0)
 
     def feed(det, bursts_at, terminated):
         det.restart()
@@ -208,3 +214,48 @@ def test_edges_of_an_episode_are_not_tested_and_a_truncation_is():
     assert at is not None and at % 100 == 99
     at = feed(det, slice(40, 48), terminated=True)  # mid-episode: tested, `edge` steps late
     assert at is not None and 50 <= at % 100 < 58
+
+
+def test_confirmation_retracts_one_rare_episode_and_confirms_a_lasting_change():
+    """change.confirm: a crossing is a suspicion; the statistic starts again at the next episode
+    and a second crossing within `confirm` episodes confirms it, reported at the first crossing.
+    One rare episode (what alarms the plain CUSUM) is retracted; a lasting shift is confirmed
+    later than the plain detector alarms, with the same detection step."""
+    rng = np.random.default_rng(4)
+    ref = [rng.normal(size=100) for _ in range(30)]
+    calib = np.concatenate(ref)
+
+    def det(confirm):
+        cfg = ChangeConfig(episode_cap=1.0, edge=0, confirm=confirm)
+        return ChangeDetector(cfg, calib, episodes=ref, seed=0)
+
+    def feed(d, stream):
+        for t, s in enumerate(stream):
+            if d.update(s, first=t % 100 == 0):
+                return t
+        return None
+
+    rare = rng.normal(size=800)
+    rare[130:170] = 6.0  # one unusual episode, then six ordinary ones
+    plain, confirmed = det(0), det(3)
+    at = feed(plain, rare)
+    assert at is not None and 130 <= at < 170
+    assert feed(confirmed, rare) is None
+    assert confirmed.retracted == [at] and confirmed.suspected is None  # same crossing, withdrawn
+
+    shifted = np.concatenate([rng.normal(size=200), rng.normal(3.0, 1.0, size=400)])
+    plain, confirmed = det(0), det(3)
+    at_plain, at_confirmed = feed(plain, shifted), feed(confirmed, shifted)
+    assert at_plain is not None and 200 <= at_plain < 300
+    # confirmed in a later episode (the rest of the suspicion's episode is not counted)
+    assert at_confirmed is not None and at_confirmed >= 300
+    assert confirmed.alarm_step == plain.alarm_step == at_plain and confirmed.retracted == []
+
+    late = np.concatenate([rng.normal(size=200), np.full(100, 6.0), rng.normal(size=400),
+                           rng.normal(3.0, 1.0, size=100)])  # fmt: skip
+    one = det(1)  # the second crossing must come within one episode after the suspicion's
+    assert feed(one, late) is None  # the stream ends before the last shift is confirmed
+    assert len(one.retracted) == 1 and 200 <= one.retracted[0] < 300
+    assert one.suspected is not None and one.suspected >= 700  # ... but it is suspected
+    with pytest.raises(ConfigError, match="change.confirm"):
+        ChangeConfig(confirm=-1)

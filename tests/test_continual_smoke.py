@@ -11,17 +11,18 @@ def test_continual_schedule_runs_every_mode(tmp_path):
     args = ["debug", f"run_dir={run}", "train.steps=150", "eval.every=0", "abstain.holdout=0.3"]
     assert train_script.main(args) == 0
     out = tmp_path / "results"
-    # a hair-trigger detector, so that alarms (and the learning they start) happen in 140 steps;
+    # a hair-trigger detector, so that alarms (and the learning they start) happen in 200 steps;
     # the default gate (either): the first recalibration after adaptation leaves the bias test
-    # out (fewer than Calibrator.min_holdout() = 380 new held-out transitions in 140 steps);
+    # out (fewer than Calibrator.min_holdout() = 380 new held-out transitions in 200 steps);
     # one reference episode arms the detector (the default 20 would take 1600 steps here), and
     # one episode may raise the alarm (uncapped: the cap needs two episodes of evidence), and
-    # short untested edges (the default 10 would leave no time to recalibrate in 140 steps)
+    # short untested edges (the default 10 would leave no time to recalibrate in 200 steps), and
+    # a suspicion confirmed in the next episode (the default allows 3)
     rc = continual_script.main(
         [str(run), "configs/continual/debug.yaml", "env.max_episode_steps=40",
          "continual.recalib_after=10", "continual.boost_steps=10", "--modes", "adaptive",
          "frozen", "--out", str(out), "change.false_alarm=0.99", "change.horizon=5",
-         "change.min_episodes=1", "change.episode_cap=1", "change.edge=2"]
+         "change.min_episodes=1", "change.episode_cap=1", "change.edge=2", "change.confirm=1"]
     )  # fmt: skip
     assert rc == 0
     (path,) = out.glob("continual_*.json")
@@ -37,9 +38,15 @@ def test_continual_schedule_runs_every_mode(tmp_path):
         # the deployed model learns only after a detected change, and never when frozen
         assert r["updates"] == 0 if mode == "frozen" else (r["updates"] > 0) == bool(alarms)
         # each phase keeps all of its alarms (a later one must not overwrite the first's delay)
-        assert [a for p in phases for a in p["alarms"]] == [e["step"] for e in alarms]
+        assert [a for p in phases for a in p["alarms"]] == [e["detected"] for e in alarms]
+        assert [c for p in phases for c in p["confirmed"]] == [e["step"] for e in alarms]
         for p in phases:
             assert p["alarm_step"] == (p["alarms"][0] if p["alarms"] else None)
+            # reported at the suspicion, acted on at its confirmation (change.confirm)
+            # (or at the confirmation when the suspicion came before this world began)
+            assert all(d <= c for d, c in zip(p["alarms"], p["confirmed"], strict=True))
+        suspicions = {t for p in phases for t in p["suspicions"] + p["confirmed"]}
+        assert {a for p in phases for a in p["alarms"]} <= suspicions
         assert alarms  # the detector is set to alarm almost surely (false_alarm 0.99 in 5 steps)
         # the episode after an alarm is held out, so the new world recalibrates
         if mode != "frozen":
