@@ -6,7 +6,8 @@ severity}}]`, see configs/continual/) once per mode — adaptive, naive, frozen 
 same checkpoint. Dotted overrides change the run's config (e.g. continual.new_share=0.3
 env.max_episode_steps=250). Writes scripts/results/continual_<env>_s<seed>.json (every episode,
 alarm and calibration event per mode) and prints per phase: detection delay, abstain rate,
-return.
+return. `--merge` keeps the other modes of an existing result of the same run, schedule and
+overrides (modes run as separate processes, e.g. one per core, end in one file).
 """
 
 from __future__ import annotations
@@ -109,6 +110,29 @@ def _phase_summary(events: list, phases: list, total: int) -> list[dict]:
     return out
 
 
+def _merged(path: Path, result: dict) -> dict:
+    """`result` with the modes of the result already at `path` that it does not have, read now
+    (a process running other modes may have written since this one started); `command` becomes
+    the list of the commands that wrote it. A result of another run, schedule or overrides is
+    an error, never overwritten."""
+    import json
+
+    from worldmodel.errors import UserError
+
+    if not path.is_file():
+        return result
+    old = json.loads(path.read_text())
+    same = ("run", "schedule", "overrides")
+    if any(old.get(k) != result[k] for k in same):
+        raise UserError(
+            f"--merge: {path} holds another run, schedule or overrides "
+            f"({old.get('command')!r}); use another --out"
+        )
+    commands = [old["command"]] if isinstance(old["command"], str) else old["command"]
+    return {**result, "modes": {**old["modes"], **result["modes"]},
+            "command": list(dict.fromkeys([*commands, result["command"]]))}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path)
@@ -116,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="dotted config overrides")
     p.add_argument("--modes", nargs="+", default=["adaptive", "naive", "frozen"])
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other modes of an existing result of the same run, schedule and overrides")  # fmt: skip
     args = p.parse_intermixed_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     import yaml
@@ -132,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {
             "run": str(args.run),
             "schedule": raw,
+            "overrides": list(args.overrides),
             "modes": {},
             "command": "python -m scripts.continual "
             + " ".join(sys.argv[1:] if argv is None else argv),
@@ -157,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             env_name = cfg.env.id.split("-")[0].replace("/", "_")
             name = args.out / f"continual_{env_name}_s{cfg.seed}.json"
-            write_result(name, result, default=str)
+            write_result(name, _merged(name, result) if args.merge else result, default=str)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from scripts import continual as continual_script
 from scripts import train as train_script
 
@@ -18,16 +20,17 @@ def test_continual_schedule_runs_every_mode(tmp_path):
     # one episode may raise the alarm (uncapped: the cap needs two episodes of evidence), and
     # short untested edges (the default 10 would leave no time to recalibrate in 200 steps), and
     # a suspicion confirmed in the next episode (the default allows 3)
-    rc = continual_script.main(
-        [str(run), "configs/continual/debug.yaml", "env.max_episode_steps=40",
-         "continual.recalib_after=10", "continual.boost_steps=10", "--modes", "adaptive",
-         "frozen", "--out", str(out), "change.false_alarm=0.99", "change.horizon=5",
-         "change.min_episodes=1", "change.episode_cap=1", "change.edge=2", "change.confirm=1"]
-    )  # fmt: skip
-    assert rc == 0
+    # (the two modes as two processes would run them, one per core, merged into one result)
+    common = [str(run), "configs/continual/debug.yaml", "env.max_episode_steps=40",
+              "continual.recalib_after=10", "continual.boost_steps=10", "--out", str(out),
+              "change.false_alarm=0.99", "change.horizon=5", "change.min_episodes=1",
+              "change.episode_cap=1", "change.edge=2", "change.confirm=1", "--merge"]  # fmt: skip
+    for mode in ("adaptive", "frozen"):
+        assert continual_script.main([*common, "--modes", mode]) == 0
     (path,) = out.glob("continual_*.json")
     result = json.loads(path.read_text())
     assert set(result["modes"]) == {"adaptive", "frozen"}
+    assert [c.split("--modes ")[1] for c in result["command"]] == ["adaptive", "frozen"]
     for mode, r in result["modes"].items():
         phases = r["phases"]
         assert [p["world"] for p in phases] == ["original", "actuator_offset 0.8"]
@@ -75,3 +78,20 @@ def test_continual_bad_schedule_is_one_error_line(tmp_path, capsys):
     assert continual_script.main([str(tmp_path), str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_merge_keeps_other_modes_and_refuses_another_run(tmp_path):
+    from worldmodel.errors import UserError
+
+    path = tmp_path / "r.json"
+    base = {"run": "r", "schedule": {"phases": []}, "overrides": ["a=1"]}
+    path.write_text(json.dumps({**base, "modes": {"naive": 1, "frozen": 2}, "command": "c1"}))
+    merged = continual_script._merged(path, {**base, "modes": {"frozen": 3}, "command": "c2"})
+    assert merged["modes"] == {"naive": 1, "frozen": 3} and merged["command"] == ["c1", "c2"]
+    path.write_text(json.dumps(merged))  # the same process writing again adds no command
+    assert continual_script._merged(path, {**base, "modes": {}, "command": "c2"})["command"] == [
+        "c1",
+        "c2",
+    ]
+    with pytest.raises(UserError, match="another run, schedule or overrides"):
+        continual_script._merged(path, {**base, "overrides": ["a=2"], "modes": {}, "command": "c3"})
