@@ -157,12 +157,15 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
     phases = [_phase(world_name(schedule[0][1]), 0)]
     ep_abstain = ep_decisions = updates = decision = 0
 
-    def eval_world(spec) -> float:
+    def eval_original(when: str) -> None:
+        """The forgetting figure: greedy prior episodes in the original world (same seeds before
+        and after), their mean and each return (to judge the spread)."""
         r = evaluate(agent, state, env_id=cfg.env.id, episodes=cc.eval_episodes, seed=seed + 777,
-                     plan=False, max_episode_steps=cfg.env.max_episode_steps, shift=spec)  # fmt: skip
-        return r["mean"]
+                     plan=False, max_episode_steps=cfg.env.max_episode_steps)  # fmt: skip
+        phases[0][f"original_return_{when}"] = r["mean"]
+        phases[0][f"original_returns_{when}"] = r["returns"]
 
-    phases[0]["original_return_before"] = eval_world(None)
+    eval_original("before")
     phases[0] |= {"detector_armed": detector.armed, "detector_h": detector.h,
                   "detector_episodes": detector.episodes}  # fmt: skip
     try:
@@ -280,5 +283,5 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 phase, pending_switch = phase + 1, True
     finally:
         env.close()
-    phases[0]["original_return_after"] = eval_world(None)
+    eval_original("after")
     return {"phases": phases, "final_state": state, "updates": updates}

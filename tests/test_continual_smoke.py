@@ -58,6 +58,11 @@ def test_continual_schedule_runs_every_mode(tmp_path):
             assert calib[0]["bias_test"] is False  # staged: the plain score first
             assert "detector_armed" in calib[0] and calib[0]["detector_episodes"] >= 1
         assert phases[0]["detector_armed"] is True
+        # the forgetting figure keeps each episode's return (default continual.eval_episodes 5)
+        for when in ("before", "after"):
+            rets = phases[0][f"original_returns_{when}"]
+            assert len(rets) == 5
+            assert abs(sum(rets) / 5 - phases[0][f"original_return_{when}"]) < 1e-6
     from scripts import plot_continual
 
     assert plot_continual.main([str(path)]) == 0
