@@ -4,7 +4,9 @@ adapts with old and new experience mixed, recalibrates for the new world, and is
 
 modes: 'adaptive' (detection -> replay mixing at `new_share` + `boost`x updates for
 `boost_steps`), 'naive' (detection -> fine-tune on new-world data only, no boost), 'frozen' (no
-updates at all). In both learning modes the new world's share of a batch ramps up over its first
+updates at all), 'library' (one model per world, agents.library: detection -> a stored world
+whose own gate accepts the data since the change is recalled as it was left; else a copy of the
+current model is fine-tuned on the new world's data only, with the boost). In both learning modes the new world's share of a batch ramps up over its first
 `ramp` transitions (`new_world_share`). A detection is a suspicion confirmed by a second one
 (`change.confirm`); the agent keeps acting under its gate meanwhile and adapts once confirmed. The deployed model changes only after a detected change: it learns for
 `recalib_after` steps, then holds out every episode acted by the adapted model and is
@@ -32,6 +34,7 @@ import numpy as np
 from agents.calibration import Calibrator, holdout_decisions
 from agents.change import ChangeConfig, ChangeDetector, split_episodes
 from agents.evaluation import evaluate
+from agents.library import MIN_STREAM, Library
 from agents.replay import Replay
 from envs import Driver, make_env
 from envs.shifts import ShiftSpec, find_shift_wrappers, parse_shift
@@ -39,7 +42,7 @@ from worldmodel.errors import ConfigError
 from worldmodel.rng import key_for, np_rng
 from worldmodel.uncertainty import BIAS_KINDS
 
-MODES = ("adaptive", "naive", "frozen")
+MODES = ("adaptive", "naive", "frozen", "library")
 NEUTRAL = ShiftSpec("actuator_offset", 0.0)  # changes nothing (any env); lets worlds switch
 
 
@@ -53,10 +56,13 @@ class ContinualConfig:
     recalib_after: int = 1000  # env steps after an alarm before the new world is recalibrated
     ramp: int = 500  # new-world transitions over which its batch share ramps up to full
     eval_episodes: int = 5  # greedy prior episodes per world for the forgetting figure
+    known_level: float = 0.25  # library: a stored world is recalled if its gate abstains on <= this
 
     def __post_init__(self):
         if not 0.0 <= self.new_share <= 1.0:
             raise ConfigError(f"continual.new_share must be in [0, 1], got {self.new_share}")
+        if not 0.0 <= self.known_level <= 1.0:
+            raise ConfigError(f"continual.known_level must be in [0, 1], got {self.known_level}")
         if self.ramp < 0:
             raise ConfigError(
                 f"continual.ramp must be >= 0 (0: full share at once), got {self.ramp}"
@@ -145,10 +151,10 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
             agent, state.params, calibrator.calib, replay, size=cfg.abstain.calib_size, since=since
         )
 
-    scores, episodes, terminated = calib_scores(calibrator.since)  # what it was calibrated on
+    reference = calib_scores(calibrator.since)  # what it was calibrated on
     change_cfg = ChangeConfig(**cfg.section("change"))
     detector = ChangeDetector(
-        change_cfg, scores, episodes=episodes, terminated=terminated, seed=seed
+        change_cfg, reference[0], episodes=reference[1], terminated=reference[2], seed=seed
     )
     ends = np.cumsum([s for s, _ in schedule])
     phase, since, switch_step, boost_until, adapt_until = 0, 0, 0, -1, -1
@@ -156,16 +162,18 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
     held_eps = 0  # held-out episodes finished since collect_from
     phases = [_phase(world_name(schedule[0][1]), 0)]
     ep_abstain = ep_decisions = updates = decision = 0
+    library = Library(state, calibrator.calib, reference, phases[0]["world"])  # mode 'library'
 
-    def eval_original(when: str) -> None:
+    def eval_original(when: str, model_state) -> None:
         """The forgetting figure: greedy prior episodes in the original world (same seeds before
         and after), their mean and each return (to judge the spread)."""
-        r = evaluate(agent, state, env_id=cfg.env.id, episodes=cc.eval_episodes, seed=seed + 777,
-                     plan=False, max_episode_steps=cfg.env.max_episode_steps)  # fmt: skip
+        r = evaluate(agent, model_state, env_id=cfg.env.id, episodes=cc.eval_episodes,
+                     seed=seed + 777, plan=False,
+                     max_episode_steps=cfg.env.max_episode_steps)  # fmt: skip
         phases[0][f"original_return_{when}"] = r["mean"]
         phases[0][f"original_returns_{when}"] = r["returns"]
 
-    eval_original("before")
+    eval_original("before", state)
     phases[0] |= {"detector_armed": detector.armed, "detector_h": detector.h,
                   "detector_episodes": detector.episodes}  # fmt: skip
     try:
@@ -220,8 +228,27 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                     phases[-1]["delay"] = (
                         detected - switch_step if phase == len(phases) - 1 else None
                     )
-                boost_until = step_no + cc.boost_steps if mode == "adaptive" else -1
-                if mode != "frozen":  # frozen: no learning, no recalibration
+                boost_until = step_no + cc.boost_steps if mode in ("adaptive", "library") else -1
+                known = None
+                if mode == "library":  # store the world left, then recall one or start anew
+                    stream = replay.recent_stream(max(step_no + 1 - detected, MIN_STREAM))
+                    known, record = library.on_alarm(
+                        agent, state, calibrator.calib, reference, stream,
+                        kind=calibrator.cfg.score, window=calibrator.cfg.window,
+                        level=cc.known_level, name=phases[-1]["world"], step=step_no,
+                    )  # fmt: skip
+                    phases[-1].setdefault("recognition", []).append(record)
+                    if known is not None:  # deploy it as it was left: no learning, its own gate
+                        state, calibrator.calib, reference = (
+                            known.state,
+                            known.calib,
+                            known.reference,
+                        )
+                        detector.reset(*reference)
+                        boost_until = adapt_until = -1
+                        recalib_at = collect_from = None
+                        calibrator.hold_all = False
+                if mode != "frozen" and known is None:  # frozen: no learning, no recalibration
                     recalib_at = adapt_until = step_no + cc.recalib_after
                     calibrator.hold_next()  # the new world's calibration data
                 emit("alarm", step_no, {"delay": detected - switch_step, "detected": detected,
@@ -271,7 +298,8 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                     state.params, replay, np_rng(seed, "recal", decision), since=collect_from
                 )
                 if result is not None:  # watch for the next change against the new world's scores
-                    detector.reset(*calib_scores(collect_from))
+                    reference = calib_scores(collect_from)
+                    detector.reset(*reference)
                     result |= {"detector_armed": detector.armed, "detector_h": detector.h,
                                "detector_episodes": detector.episodes}  # fmt: skip
                     emit("calibration", driver.env_steps, result)
@@ -283,5 +311,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 phase, pending_switch = phase + 1, True
     finally:
         env.close()
-    eval_original("after")
-    return {"phases": phases, "final_state": state, "updates": updates}
+    # library: the original world is acted by its own stored model
+    eval_original("after", library.original(state) if mode == "library" else state)
+    out = {"phases": phases, "final_state": state, "updates": updates}
+    return out | ({"worlds": [w.name for w in library.worlds]} if mode == "library" else {})

@@ -250,13 +250,21 @@ class Replay:
         Returns obs (T, D), action (T, A), next_obs (T, D), terminated (T,), first (T,) bool
         (True where a held-out episode, or the returned part of it, begins).
         """
+        return self._stream(max_transitions, since=since, held_only=True)
+
+    def recent_stream(self, max_transitions: int, *, since: int = 0) -> dict[str, np.ndarray]:
+        """As `holdout_stream`, over every stored transition (held out or not): what the agent
+        lived through since add() number `since`."""
+        return self._stream(max_transitions, since=since, held_only=False)
+
+    def _stream(self, max_transitions: int, *, since: int, held_only: bool) -> dict:
         oldest = self.pos if self.size == self.slots else 0
         first_age = max(self.size - max(self.added - since, 0), 0)
         idx = (oldest + np.arange(first_age, self.size)) % self.slots
         parts = []
         for e in range(self.num_envs):
             ep = self.episode[e, idx]
-            t = idx[ep < -1]
+            t = idx[ep < -1] if held_only else idx
             ids = self.episode[e, t]
             first = np.concatenate([[True], ids[1:] != ids[:-1]]) if len(t) else np.zeros(0, bool)
             parts.append((e, t, first))

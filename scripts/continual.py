@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             result["env"], result["seed"] = cfg.env.id, cfg.seed
             result["modes"][mode] = {"phases": phases, "events": [{"kind": k, "step": s, **d} for k, s, d in events],
                                      "seconds": time.perf_counter() - tic, "updates": out["updates"]}  # fmt: skip
+            if "worlds" in out:  # library: the stored worlds, by the schedule world each began in
+                result["modes"][mode]["worlds"] = out["worlds"]
             print(f"[{mode}] {time.perf_counter() - tic:.0f} s")
             for ph in phases:
                 print(f"  {ph['world']:>45} switch@{ph['switch_step']:>6} alarms@{ph['alarms']} retracted@{ph.get('retracted')} "

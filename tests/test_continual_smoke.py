@@ -25,12 +25,19 @@ def test_continual_schedule_runs_every_mode(tmp_path):
               "continual.recalib_after=10", "continual.boost_steps=10", "--out", str(out),
               "change.false_alarm=0.99", "change.horizon=5", "change.min_episodes=1",
               "change.episode_cap=1", "change.edge=2", "change.confirm=1", "--merge"]  # fmt: skip
-    for mode in ("adaptive", "frozen"):
+    for mode in ("adaptive", "frozen", "library"):
         assert continual_script.main([*common, "--modes", mode]) == 0
     (path,) = out.glob("continual_*.json")
     result = json.loads(path.read_text())
-    assert set(result["modes"]) == {"adaptive", "frozen"}
-    assert [c.split("--modes ")[1] for c in result["command"]] == ["adaptive", "frozen"]
+    assert set(result["modes"]) == {"adaptive", "frozen", "library"}
+    assert [c.split("--modes ")[1] for c in result["command"]] == ["adaptive", "frozen", "library"]
+    # library: every alarm asked the stored worlds; one not recalled stored a new world
+    lib = result["modes"]["library"]
+    asked = [r for p in lib["phases"] for r in p.get("recognition", [])]
+    assert len(asked) == sum(len(p["confirmed"]) for p in lib["phases"]) > 0
+    assert asked[0]["recalled"] is None and asked[0]["rates"] == [None]  # only the current one
+    assert len(lib["worlds"]) == 1 + sum(r["recalled"] is None for r in asked)
+    assert lib["worlds"][0] == "original"
     for mode, r in result["modes"].items():
         phases = r["phases"]
         assert [p["world"] for p in phases] == ["original", "actuator_offset 0.8"]

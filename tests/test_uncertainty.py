@@ -2,6 +2,7 @@
 held-out replay episodes, and a toy model that abstains far from its data and not near it."""
 
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import pytest
 
 from agents.abstain import AbstainConfig, decision_scores
 from agents.calibration import calibrate, score_transitions
+from agents.library import World, gate_abstain_rate, recognise
 from agents.replay import Replay
 from envs import Step
 from worldmodel.errors import ConfigError
@@ -196,11 +198,11 @@ def _toy_batch(rng, n, lo, hi):
     return obs, act, nxt
 
 
-def test_toy_model_abstains_far_from_its_data_and_not_near_it(tiny):
-    # Train the dynamics ensemble on x in [-1, 1]^3 only, calibrate on fresh samples of the
-    # same region, then compare the false-abstain rate there with the rate at x in [4, 6]^3.
+def _toy_world(tiny, lo, hi, *, seed):
+    """(scorer with the model, params, calibration, rng) of the dynamics ensemble trained on x in
+    [lo, hi]^3 only and calibrated on fresh samples of the same region (epistemic, window 1)."""
     model = tiny.model()
-    params = tiny.init_params(3)
+    params = tiny.init_params(seed)
     opt = optax.adam(3e-3)
     opt_state = opt.init(params)
 
@@ -217,23 +219,26 @@ def test_toy_model_abstains_far_from_its_data_and_not_near_it(tiny):
         u, s = opt.update(g, s, p)
         return optax.apply_updates(p, u), s
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for _ in range(400):
-        params, opt_state = train_step(params, opt_state, *_toy_batch(rng, 128, -1, 1))
+        params, opt_state = train_step(params, opt_state, *_toy_batch(rng, 128, lo, hi))
 
-    class _A:  # the scorer only needs the model
-        pass
-
-    agent = _A()
-    agent.model = model
-    o, a, n = _toy_batch(rng, 4096, -1, 1)
+    agent = types.SimpleNamespace(model=model)  # the scorer only needs the model
+    o, a, n = _toy_batch(rng, 4096, lo, hi)
     train = {"obs": o, "action": a, "next_obs": n}
-    o, a, n = _toy_batch(rng, 2000, -1, 1)
+    o, a, n = _toy_batch(rng, 2000, lo, hi)
     first = np.zeros(2000, bool)
     first[0] = True  # i.i.d. transitions read as one stream: s_{t-1} is just another sample
     holdout = {"obs": o, "action": a, "next_obs": n, "first": first}
     calib, _ = calibrate(agent, params, train, holdout, kind="epistemic", window=1, alpha=0.05)
     assert int(calib.n) == 2000 and np.isfinite(float(calib.threshold))
+    return agent, params, calib, rng
+
+
+def test_toy_model_abstains_far_from_its_data_and_not_near_it(tiny):
+    # Train the dynamics ensemble on x in [-1, 1]^3 only, calibrate on fresh samples of the
+    # same region, then compare the false-abstain rate there with the rate at x in [4, 6]^3.
+    agent, params, calib, rng = _toy_world(tiny, -1, 1, seed=3)
     fresh_in = score_transitions(agent, params, calib, *_toy_batch(rng, 4000, -1, 1))
     far = score_transitions(agent, params, calib, *_toy_batch(rng, 4000, 4, 6))
     thr = float(calib.threshold)
@@ -241,3 +246,36 @@ def test_toy_model_abstains_far_from_its_data_and_not_near_it(tiny):
     rate_far = (far["epistemic"] > thr).mean()
     assert abs(rate_in - 0.05) < 0.02  # i.i.d. here, so conformal is exact up to sampling
     assert rate_far > 0.9
+
+
+def test_library_recalls_the_stored_world_whose_own_gate_accepts_the_data(tiny):
+    # Two worlds, each a model trained and calibrated on its own region; a stream from one
+    # region is recalled to that world's model from the other, and from neither region to none.
+    a_agent, a_params, a_calib, rng = _toy_world(tiny, -1, 1, seed=3)
+    _, b_params, b_calib, _ = _toy_world(tiny, 4, 6, seed=4)
+    worlds = [
+        World(types.SimpleNamespace(params=a_params), a_calib, (), "a"),
+        World(types.SimpleNamespace(params=b_params), b_calib, (), "b"),
+    ]
+
+    def stream(lo, hi, n=500):
+        o, a, nxt = _toy_batch(rng, n, lo, hi)
+        first = np.zeros(n, bool)
+        first[0] = True
+        return {"obs": o, "action": a, "next_obs": nxt, "first": first}
+
+    def ask(current, lo, hi):
+        return recognise(a_agent, worlds, current, stream(lo, hi), kind="epistemic", window=1,
+                         level=0.25)  # fmt: skip
+
+    known, rates = ask(1, -1, 1)  # deployed in b, the data is a's
+    assert known == 0 and rates[1] is None and abs(rates[0] - 0.05) < 0.04
+    known, rates = ask(0, 4, 6)  # deployed in a, the data is b's
+    assert known == 1 and rates[1] < 0.1
+    known, rates = ask(0, -1, 1)  # a's data while in a: b's gate refuses it, nothing recalled
+    assert known is None and rates[1] > 0.9
+    known, rates = ask(1, 10, 12)  # a third region: neither gate accepts it
+    assert known is None and rates[0] > 0.9
+    empty = {k: v[:0] for k, v in stream(-1, 1).items()}
+    assert math.isnan(gate_abstain_rate(a_agent, a_params, a_calib, empty, kind="epistemic",
+                                        window=1))  # fmt: skip
