@@ -76,6 +76,21 @@ def recognise(agent, worlds: list[World], current: int, stream: dict, *, kind: s
     return (min(known)[1] if known else None), rates
 
 
+def score_means(agent, worlds: list[World], stream: dict) -> dict:
+    """Diagnostics of a recognition, for every stored world (the current one included): the
+    stream's mean normalised one-step 'surprise' and 'epistemic' scores under each world's model
+    and normalisers (about 1 on its own training data). Kept to tell which of them separates
+    the world from the policy that acted in it (the gate's rate does not: BENCHMARKS.md)."""
+    out: dict[str, list[float | None]] = {"surprise": [], "epistemic": []}
+    for w in worlds:
+        scores = score_transitions(
+            agent, w.state.params, w.calib, stream["obs"], stream["action"], stream["next_obs"]
+        )
+        for k in out:
+            out[k].append(float(np.mean(scores[k])) if len(stream["obs"]) else None)
+    return out
+
+
 def _copy(tree):
     """Fresh buffers: the jitted update donates the state it is given, a stored one must survive."""
     return jax.tree.map(jnp.copy, tree)
@@ -100,7 +115,8 @@ class Library:
             agent, self.worlds, self.current, stream, kind=kind, window=window, level=level
         )
         record = {"step": step, "rates": rates, "recalled": known, "from": self.current,
-                  "transitions": len(stream["obs"])}  # fmt: skip
+                  "transitions": len(stream["obs"]),
+                  **score_means(agent, self.worlds, stream)}  # fmt: skip
         if known is None:  # its state is stored at its own next change
             self.worlds.append(World(None, calib, reference, name))
             self.current = len(self.worlds) - 1

@@ -36,6 +36,7 @@ def test_continual_schedule_runs_every_mode(tmp_path):
     asked = [r for p in lib["phases"] for r in p.get("recognition", [])]
     assert len(asked) == sum(len(p["confirmed"]) for p in lib["phases"]) > 0
     assert asked[0]["recalled"] is None and asked[0]["rates"] == [None]  # only the current one
+    assert all(len(r["surprise"]) == len(r["epistemic"]) == len(r["rates"]) for r in asked)
     assert len(lib["worlds"]) == 1 + sum(r["recalled"] is None for r in asked)
     assert lib["worlds"][0] == "original"
     for mode, r in result["modes"].items():

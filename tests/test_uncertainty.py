@@ -12,7 +12,7 @@ import pytest
 
 from agents.abstain import AbstainConfig, decision_scores
 from agents.calibration import calibrate, score_transitions
-from agents.library import World, gate_abstain_rate, recognise
+from agents.library import World, gate_abstain_rate, recognise, score_means
 from agents.replay import Replay
 from envs import Step
 from worldmodel.errors import ConfigError
@@ -276,6 +276,9 @@ def test_library_recalls_the_stored_world_whose_own_gate_accepts_the_data(tiny):
     assert known is None and rates[1] > 0.9
     known, rates = ask(1, 10, 12)  # a third region: neither gate accepts it
     assert known is None and rates[0] > 0.9
+    means = score_means(a_agent, worlds, stream(-1, 1))  # a's data: a's model fits, b's does not
+    assert means["epistemic"][0] < 2 < 10 * means["epistemic"][0] < means["epistemic"][1]
+    assert len(means["surprise"]) == 2 and means["surprise"][0] < means["surprise"][1]
     empty = {k: v[:0] for k, v in stream(-1, 1).items()}
     assert math.isnan(gate_abstain_rate(a_agent, a_params, a_calib, empty, kind="epistemic",
                                         window=1))  # fmt: skip
