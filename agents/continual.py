@@ -6,7 +6,8 @@ modes: 'adaptive' (detection -> replay mixing at `new_share` + `boost`x updates 
 `boost_steps`), 'naive' (detection -> fine-tune on new-world data only, no boost), 'frozen' (no
 updates at all), 'library' (one model per world, agents.library: detection -> a stored world
 whose own gate accepts the data since the change is recalled as it was left; else a copy of the
-current model is fine-tuned on the new world's data only, with the boost). In both learning modes the new world's share of a batch ramps up over its first
+current model is fine-tuned on the new world's data only, with the boost). In the learning
+modes the new world's share of a batch ramps up over its first
 `ramp` transitions (`new_world_share`). A detection is a suspicion confirmed by a second one
 (`change.confirm`); the agent keeps acting under its gate meanwhile and adapts once confirmed. The deployed model changes only after a detected change: it learns for
 `recalib_after` steps, then holds out every episode acted by the adapted model and is
@@ -162,7 +163,11 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
     held_eps = 0  # held-out episodes finished since collect_from
     phases = [_phase(world_name(schedule[0][1]), 0)]
     ep_abstain = ep_decisions = updates = decision = 0
-    library = Library(state, calibrator.calib, reference, phases[0]["world"])  # mode 'library'
+    library = (  # mode 'library': the stored worlds
+        Library(state, calibrator.calib, reference, phases[0]["world"])
+        if mode == "library"
+        else None
+    )
 
     def eval_original(when: str, model_state) -> None:
         """The forgetting figure: greedy prior episodes in the original world (same seeds before
@@ -312,6 +317,6 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
     finally:
         env.close()
     # library: the original world is acted by its own stored model
-    eval_original("after", library.original(state) if mode == "library" else state)
+    eval_original("after", state if library is None else library.original(state))
     out = {"phases": phases, "final_state": state, "updates": updates}
-    return out | ({"worlds": [w.name for w in library.worlds]} if mode == "library" else {})
+    return out | ({} if library is None else {"worlds": [w.name for w in library.worlds]})
