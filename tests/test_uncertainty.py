@@ -184,6 +184,12 @@ def test_replay_never_samples_held_out_episodes_and_returns_them_in_order():
         stream["obs"][:, 0], [5, 6, 7, 8, 9, 15, 16, 17, 18, 19, 25, 26, 27, 28, 29]
     )
     np.testing.assert_array_equal(np.flatnonzero(stream["first"]), [0, 5, 10])
+    recent = replay.recent_stream(12)  # every stored transition, held out or not, newest 12
+    np.testing.assert_array_equal(recent["obs"][:, 0], np.arange(18, 30))
+    np.testing.assert_array_equal(np.flatnonzero(recent["first"]), [0, 2, 7])
+    np.testing.assert_array_equal(
+        replay.recent_stream(100, since=25)["obs"][:, 0], [25, 26, 27, 28, 29]
+    )
     state = replay.state_dict()
     again = Replay(100, 1, 1, 1)
     again.load_state_dict(state)
