@@ -46,49 +46,44 @@ class World:
     name: str
 
 
-def gate_abstain_rate(agent, params, calib: Calibration, stream: dict, *, kind, window) -> float:
-    """Share of the decisions of `stream` (obs, action, next_obs (T, ...), first (T,), time
-    ordered) on which the gate of (params, calib) would abstain: decision score > threshold, as
-    `agents.abstain` decides online. NaN for an empty stream or an uncalibrated gate."""
-    threshold = float(calib.threshold)
-    if not len(stream["obs"]) or not math.isfinite(threshold):
-        return math.nan
+def stream_report(agent, params, calib: Calibration, stream: dict, *, kind, window) -> dict:
+    """How the model (params, calib) sees `stream` (obs, action, next_obs (T, ...), first (T,),
+    time ordered), from one scoring pass: 'abstain', the share of its decisions on which the gate
+    would abstain (decision score > threshold, as `agents.abstain` decides online; NaN for an
+    uncalibrated gate), and the mean normalised one-step 'surprise' and 'epistemic' scores
+    (about 1 on the model's own training data; kept to tell which of them separates the world
+    from the policy that acted in it, which the gate's rate does not: BENCHMARKS.md). All NaN
+    for an empty stream."""
+    if not len(stream["obs"]):
+        return {"abstain": math.nan, "surprise": math.nan, "epistemic": math.nan}
     scores = score_transitions(
         agent, params, calib, stream["obs"], stream["action"], stream["next_obs"]
     )
-    first = np.asarray(stream["first"], bool)
-    d = decision_scores(scores, first, kind=kind, window=window, calib=calib)
-    return float(np.mean(d > threshold))
+    threshold = float(calib.threshold)
+    abstain = math.nan
+    if math.isfinite(threshold):
+        first = np.asarray(stream["first"], bool)
+        d = decision_scores(scores, first, kind=kind, window=window, calib=calib)
+        abstain = float(np.mean(d > threshold))
+    means = {k: float(np.mean(scores[k])) for k in ("surprise", "epistemic")}
+    return {"abstain": abstain, **means}
 
 
 def recognise(agent, worlds: list[World], current: int, stream: dict, *, kind: str,
-              window: int, level: float) -> tuple[int | None, list[float]]:  # fmt: skip
+              window: int, level: float) -> tuple[int | None, dict]:  # fmt: skip
     """(index of the stored world other than `current` whose own gate abstains least on
-    `stream`, if that rate is <= `level`, else None; every world's rate, None for `current` and
-    for a world whose gate is not calibrated)."""
-    rates: list[float | None] = []
+    `stream`, if that rate is <= `level`, else None; the report: per world (in order) 'rates'
+    (the gate's abstain share, None for `current` and for an uncalibrated gate), 'surprise' and
+    'epistemic' means (`stream_report`, every world, `current` included))."""
+    report: dict[str, list] = {"rates": [], "surprise": [], "epistemic": []}
     for j, w in enumerate(worlds):
-        r = math.nan
-        if j != current:
-            r = gate_abstain_rate(agent, w.state.params, w.calib, stream, kind=kind, window=window)
-        rates.append(r if math.isfinite(r) else None)
-    known = [(r, j) for j, r in enumerate(rates) if r is not None and r <= level]
-    return (min(known)[1] if known else None), rates
-
-
-def score_means(agent, worlds: list[World], stream: dict) -> dict:
-    """Diagnostics of a recognition, for every stored world (the current one included): the
-    stream's mean normalised one-step 'surprise' and 'epistemic' scores under each world's model
-    and normalisers (about 1 on its own training data). Kept to tell which of them separates
-    the world from the policy that acted in it (the gate's rate does not: BENCHMARKS.md)."""
-    out: dict[str, list[float | None]] = {"surprise": [], "epistemic": []}
-    for w in worlds:
-        scores = score_transitions(
-            agent, w.state.params, w.calib, stream["obs"], stream["action"], stream["next_obs"]
-        )
-        for k in out:
-            out[k].append(float(np.mean(scores[k])) if len(stream["obs"]) else None)
-    return out
+        r = stream_report(agent, w.state.params, w.calib, stream, kind=kind, window=window)
+        rate = r["abstain"] if j != current and math.isfinite(r["abstain"]) else None
+        report["rates"].append(rate)
+        for k in ("surprise", "epistemic"):
+            report[k].append(r[k] if math.isfinite(r[k]) else None)
+    known = [(r, j) for j, r in enumerate(report["rates"]) if r is not None and r <= level]
+    return (min(known)[1] if known else None), report
 
 
 def _copy(tree):
@@ -111,12 +106,11 @@ class Library:
         returned: keep `state` and learn). Also returns the record of the decision."""
         w = self.worlds[self.current]
         self.worlds[self.current] = World(_copy(state), calib, reference, w.name)
-        known, rates = recognise(
+        known, report = recognise(
             agent, self.worlds, self.current, stream, kind=kind, window=window, level=level
         )
-        record = {"step": step, "rates": rates, "recalled": known, "from": self.current,
-                  "transitions": len(stream["obs"]),
-                  **score_means(agent, self.worlds, stream)}  # fmt: skip
+        record = {"step": step, "recalled": known, "from": self.current,
+                  "transitions": len(stream["obs"]), **report}  # fmt: skip
         if known is None:  # its state is stored at its own next change
             self.worlds.append(World(None, calib, reference, name))
             self.current = len(self.worlds) - 1

@@ -12,7 +12,7 @@ import pytest
 
 from agents.abstain import AbstainConfig, decision_scores
 from agents.calibration import calibrate, score_transitions
-from agents.library import World, gate_abstain_rate, recognise, score_means
+from agents.library import World, recognise, stream_report
 from agents.replay import Replay
 from envs import Step
 from worldmodel.errors import ConfigError
@@ -274,17 +274,18 @@ def test_library_recalls_the_stored_world_whose_own_gate_accepts_the_data(tiny):
         return recognise(a_agent, worlds, current, stream(lo, hi), kind="epistemic", window=1,
                          level=0.25)  # fmt: skip
 
-    known, rates = ask(1, -1, 1)  # deployed in b, the data is a's
+    known, report = ask(1, -1, 1)  # deployed in b, the data is a's
+    rates, epi, sur = report["rates"], report["epistemic"], report["surprise"]
     assert known == 0 and rates[1] is None and abs(rates[0] - 0.05) < 0.04
-    known, rates = ask(0, 4, 6)  # deployed in a, the data is b's
-    assert known == 1 and rates[1] < 0.1
-    known, rates = ask(0, -1, 1)  # a's data while in a: b's gate refuses it, nothing recalled
-    assert known is None and rates[1] > 0.9
-    known, rates = ask(1, 10, 12)  # a third region: neither gate accepts it
-    assert known is None and rates[0] > 0.9
-    means = score_means(a_agent, worlds, stream(-1, 1))  # a's data: a's model fits, b's does not
-    assert means["epistemic"][0] < 2 < 10 * means["epistemic"][0] < means["epistemic"][1]
-    assert len(means["surprise"]) == 2 and means["surprise"][0] < means["surprise"][1]
+    # a's model fits a's data, b's does not (the means cover the current world too)
+    assert epi[0] < 2 < 10 * epi[0] < epi[1]
+    assert len(sur) == 2 and sur[0] < sur[1]
+    known, report = ask(0, 4, 6)  # deployed in a, the data is b's
+    assert known == 1 and report["rates"][1] < 0.1
+    known, report = ask(0, -1, 1)  # a's data while in a: b's gate refuses it, nothing recalled
+    assert known is None and report["rates"][1] > 0.9
+    known, report = ask(1, 10, 12)  # a third region: neither gate accepts it
+    assert known is None and report["rates"][0] > 0.9
     empty = {k: v[:0] for k, v in stream(-1, 1).items()}
-    assert math.isnan(gate_abstain_rate(a_agent, a_params, a_calib, empty, kind="epistemic",
-                                        window=1))  # fmt: skip
+    r = stream_report(a_agent, a_params, a_calib, empty, kind="epistemic", window=1)
+    assert all(math.isnan(v) for v in r.values())
