@@ -37,7 +37,10 @@ _CHUNK = 4096
 def _score_chunk(model, params, calib, obs, action, next_obs):
     scores = step_scores(model, params, calib, obs, action, next_obs)
     r = scores.pop("residual")  # (T, D + L), obs part first
-    return scores, {"interval_z": jnp.abs(r[..., : obs.shape[-1]]), "residual_z": r}
+    y = model.obs_target(obs, next_obs)
+    o_mean, _ = model.obs_moments(params, obs, action)
+    extra = {"interval_z": jnp.abs(r[..., : obs.shape[-1]]), "residual_z": r}
+    return scores, extra | {"obs_target": y, "obs_error": y - o_mean.mean(axis=0)}
 
 
 def score_transitions(agent, params, calib: Calibration, obs, action, next_obs) -> dict:
@@ -45,7 +48,9 @@ def score_transitions(agent, params, calib: Calibration, obs, action, next_obs) 
 
     Returns numpy {'epistemic','surprise','max', and their parts} (T,), 'interval_z' (T, D)
     and 'residual_z' (T, D + L) (signed standardised residuals: step_scores' 'residual';
-    interval_z is its observation part, unsigned). Evaluated in
+    interval_z is its observation part, unsigned), 'obs_target' (T, D) (what the observation
+    heads predict, the same for every model) and 'obs_error' (T, D) (it minus the heads' mean
+    prediction: raw, comparable across models on the same transitions). Evaluated in
     fixed chunks (one compile).
     """
     T = len(obs)
@@ -61,8 +66,10 @@ def score_transitions(agent, params, calib: Calibration, obs, action, next_obs) 
             out.setdefault(k, []).append(np.asarray(v)[:n])
     if not out:
         return {
-            k: np.zeros(0) for k in ("epistemic", "surprise", "max", "interval_z", "residual_z")
-        }
+            k: np.zeros(0)
+            for k in ("epistemic", "surprise", "max", "interval_z", "residual_z", "obs_target",
+                      "obs_error")
+        }  # fmt: skip
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

@@ -5,8 +5,10 @@ adapts with old and new experience mixed, recalibrates for the new world, and is
 modes: 'adaptive' (detection -> replay mixing at `new_share` + `boost`x updates for
 `boost_steps`), 'naive' (detection -> fine-tune on new-world data only, no boost), 'frozen' (no
 updates at all), 'library' (one model per world, agents.library: detection -> a stored world
-whose own gate accepts the data since the change is recalled as it was left; else a copy of the
-current model is fine-tuned on the new world's data only, with the boost). In the learning
+whose own gate accepts the data since the change is recalled as it was left; else each stored
+world is tried out for `probe_steps` (acting, no learning) and recalled if its gate accepts
+what it met; else a copy of the current model is fine-tuned on the new world's data only, with
+the boost). In the learning
 modes the new world's share of a batch ramps up over its first
 `ramp` transitions (`new_world_share`). A detection is a suspicion confirmed by a second one
 (`change.confirm`); the agent keeps acting under its gate meanwhile and adapts once confirmed. The deployed model changes only after a detected change: it learns for
@@ -20,7 +22,7 @@ version that did so raised false alarms within 12-71 steps in the unchanged worl
 world's `shift.*` settings and the same budget.
 emit(kind, env_step, data): 'episode' (return, world, abstain_rate), 'switch' (world),
 'alarm' (delay after the switch, detection step), 'retracted' (an unconfirmed suspicion's
-step), 'calibration', 'eval'.
+step), 'probe' (library: a tried world's verdict), 'calibration', 'eval'.
 """
 
 from __future__ import annotations
@@ -58,12 +60,17 @@ class ContinualConfig:
     ramp: int = 500  # new-world transitions over which its batch share ramps up to full
     eval_episodes: int = 5  # greedy prior episodes per world for the forgetting figure
     known_level: float = 0.25  # library: a stored world is recalled if its gate abstains on <= this
+    probe_steps: int = 250  # library: transitions each stored world is tried out for (0: no probes)
 
     def __post_init__(self):
         if not 0.0 <= self.new_share <= 1.0:
             raise ConfigError(f"continual.new_share must be in [0, 1], got {self.new_share}")
         if not 0.0 <= self.known_level <= 1.0:
             raise ConfigError(f"continual.known_level must be in [0, 1], got {self.known_level}")
+        if self.probe_steps < 0:
+            raise ConfigError(
+                f"continual.probe_steps must be >= 0 (0: no probes), got {self.probe_steps}"
+            )
         if self.ramp < 0:
             raise ConfigError(
                 f"continual.ramp must be >= 0 (0: full share at once), got {self.ramp}"
@@ -169,6 +176,15 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
         else None
     )
 
+    def deploy(world, *, watch: bool):
+        """Act with a stored world's model and gate; `watch`: the change detector watches
+        against its reference from here (a recalled world), else it stays silent, as after any
+        alarm, until the next recalibration (a world on trial, or the new world)."""
+        calibrator.calib = world.calib
+        if watch:
+            detector.reset(*world.reference)
+        return world.state, world.reference
+
     def eval_original(when: str, model_state) -> None:
         """The forgetting figure: greedy prior episodes in the original world (same seeds before
         and after), their mean and each return (to judge the spread)."""
@@ -211,9 +227,23 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
             # first, and adaptation starts at the second.
             ended, term = bool(step.first[0]), bool(step.terminated[0])
             n_retracted, was = len(detector.retracted), detector.suspected
-            confirmed = detector.update(
-                float(info["score"][0]), first=began, last=ended, terminated=term
-            )
+            confirmed = False
+            if library is not None and library.probe is not None:  # a stored world on trial
+                verdict = library.probe_step(
+                    agent, replay, episode_end=ended, kind=calibrator.cfg.score,
+                    window=calibrator.cfg.window, level=cc.known_level,
+                )  # fmt: skip
+                if verdict is not None:
+                    state, reference = deploy(verdict[1], watch=verdict[0] == "recall")
+                    if verdict[0] == "new":  # none was this world: learn it, as at an alarm
+                        boost_until = step_no + cc.boost_steps
+                        recalib_at = adapt_until = step_no + cc.recalib_after
+                        calibrator.hold_next()
+                    emit("probe", step_no, {"verdict": verdict[0], "world": library.current})
+            else:
+                confirmed = detector.update(
+                    float(info["score"][0]), first=began, last=ended, terminated=term
+                )
             back = step_no - detector.t + 1  # + the detector's decision index = the env step
             for t in detector.retracted[n_retracted:]:
                 phases[-1]["retracted"].append(back + t)
@@ -234,26 +264,22 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                         detected - switch_step if phase == len(phases) - 1 else None
                     )
                 boost_until = step_no + cc.boost_steps if mode in ("adaptive", "library") else -1
-                known = None
-                if mode == "library":  # store the world left, then recall one or start anew
+                answer = "new"
+                if mode == "library":  # store the world left, then recall or try one, or anew
                     stream = replay.recent_stream(max(step_no + 1 - detected, MIN_STREAM))
-                    known, record = library.on_alarm(
+                    answer, world, record = library.on_alarm(
                         agent, state, calibrator.calib, reference, stream,
                         kind=calibrator.cfg.score, window=calibrator.cfg.window,
                         level=cc.known_level, name=phases[-1]["world"], step=step_no,
+                        probe_steps=cc.probe_steps, added=replay.added,
                     )  # fmt: skip
                     phases[-1].setdefault("recognition", []).append(record)
-                    if known is not None:  # deploy it as it was left: no learning, its own gate
-                        state, calibrator.calib, reference = (
-                            known.state,
-                            known.calib,
-                            known.reference,
-                        )
-                        detector.reset(*reference)
+                    if world is not None:  # deploy it as it was left: no learning, its own gate
+                        state, reference = deploy(world, watch=answer == "recall")
                         boost_until = adapt_until = -1
                         recalib_at = collect_from = None
                         calibrator.hold_all = False
-                if mode != "frozen" and known is None:  # frozen: no learning, no recalibration
+                if mode != "frozen" and answer == "new":  # frozen: no learning, no recalibration
                     recalib_at = adapt_until = step_no + cc.recalib_after
                     calibrator.hold_next()  # the new world's calibration data
                 emit("alarm", step_no, {"delay": detected - switch_step, "detected": detected,

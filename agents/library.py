@@ -50,12 +50,13 @@ def stream_report(agent, params, calib: Calibration, stream: dict, *, kind, wind
     """How the model (params, calib) sees `stream` (obs, action, next_obs (T, ...), first (T,),
     time ordered), from one scoring pass: 'abstain', the share of its decisions on which the gate
     would abstain (decision score > threshold, as `agents.abstain` decides online; NaN for an
-    uncalibrated gate), and the mean normalised one-step 'surprise' and 'epistemic' scores
-    (about 1 on the model's own training data; kept to tell which of them separates the world
-    from the policy that acted in it, which the gate's rate does not: BENCHMARKS.md). All NaN
-    for an empty stream."""
+    uncalibrated gate), the mean normalised one-step 'surprise' and 'epistemic' scores
+    (about 1 on the model's own training data), and 'error': the observation heads' mean
+    squared error on the stream, per dimension over the stream's own variance of the target,
+    averaged over dimensions (1 - R^2: 0 for a perfect model, 1 for one that predicts the mean;
+    the same scale for every model asked about the same stream). All NaN for an empty stream."""
     if not len(stream["obs"]):
-        return {"abstain": math.nan, "surprise": math.nan, "epistemic": math.nan}
+        return {k: math.nan for k in ("abstain", "surprise", "epistemic", "error")}
     scores = score_transitions(
         agent, params, calib, stream["obs"], stream["action"], stream["next_obs"]
     )
@@ -66,21 +67,27 @@ def stream_report(agent, params, calib: Calibration, stream: dict, *, kind, wind
         d = decision_scores(scores, first, kind=kind, window=window, calib=calib)
         abstain = float(np.mean(d > threshold))
     means = {k: float(np.mean(scores[k])) for k in ("surprise", "epistemic")}
-    return {"abstain": abstain, **means}
+    return {"abstain": abstain, **means, "error": normalised_error(scores)}
+
+
+def normalised_error(scores: dict) -> float:
+    """1 - R^2 of the observation heads' prediction on the scored stream (`stream_report`)."""
+    var = np.maximum(scores["obs_target"].var(axis=0), 1e-8)
+    return float(np.mean((scores["obs_error"] ** 2).mean(axis=0) / var))
 
 
 def recognise(agent, worlds: list[World], current: int, stream: dict, *, kind: str,
               window: int, level: float) -> tuple[int | None, dict]:  # fmt: skip
     """(index of the stored world other than `current` whose own gate abstains least on
     `stream`, if that rate is <= `level`, else None; the report: per world (in order) 'rates'
-    (the gate's abstain share, None for `current` and for an uncalibrated gate), 'surprise' and
-    'epistemic' means (`stream_report`, every world, `current` included))."""
-    report: dict[str, list] = {"rates": [], "surprise": [], "epistemic": []}
+    (the gate's abstain share, None for `current` and for an uncalibrated gate), 'surprise',
+    'epistemic' and 'error' (`stream_report`, every world, `current` included))."""
+    report: dict[str, list] = {"rates": [], "surprise": [], "epistemic": [], "error": []}
     for j, w in enumerate(worlds):
         r = stream_report(agent, w.state.params, w.calib, stream, kind=kind, window=window)
         rate = r["abstain"] if j != current and math.isfinite(r["abstain"]) else None
         report["rates"].append(rate)
-        for k in ("surprise", "epistemic"):
+        for k in ("surprise", "epistemic", "error"):
             report[k].append(r[k] if math.isfinite(r[k]) else None)
     known = [(r, j) for j, r in enumerate(report["rates"]) if r is not None and r <= level]
     return (min(known)[1] if known else None), report
@@ -92,32 +99,88 @@ def _copy(tree):
 
 
 class Library:
-    """The stored worlds (`worlds`, World) and the index of the one deployed (`current`)."""
+    """The stored worlds (`worlds`, World), the index of the one deployed (`current`) and, while
+    a stored world is being tried out, the `probe` (else None).
+
+    A confirmed alarm is answered in one of three ways (`on_alarm`): a stored world whose own
+    gate accepts the data since the detection is recalled at once; else, with `probe_steps` > 0,
+    each stored world with a calibrated gate is *probed*: deployed as it was left and asked
+    whether its gate accepts what its own policy meets (`probe_step`); else a new world. The
+    probe is what separates the world from the policy: a gate is calibrated on its own model's
+    greedy episodes in its own world, so there its abstain rate is about alpha (the conformal
+    guarantee), while data acted by another world's policy may lie off its data even in its own
+    world (Hopper, back in the original world acted by the gain world's policy: 99.2%)."""
 
     def __init__(self, state, calib: Calibration, reference: tuple, name: str):
         self.worlds = [World(_copy(state), calib, reference, name)]
         self.current = 0
+        self.probe: dict | None = None
 
     def on_alarm(self, agent, state, calib: Calibration, reference: tuple, stream: dict, *,
-                 kind: str, window: int, level: float, name: str, step: int):  # fmt: skip
+                 kind: str, window: int, level: float, name: str, step: int,
+                 probe_steps: int = 0, added: int = 0):  # fmt: skip
         """A confirmed change while (state, calib, reference) is deployed: store it as the
-        current world, then recall the stored world `recognise` finds for `stream` (returned,
-        with its own copy of the state, to deploy) or start a new world named `name` (None
-        returned: keep `state` and learn). Also returns the record of the decision."""
+        current world, then (action, World | None, record): ('recall', the stored world
+        `recognise` finds for `stream`, with its own copy of the state, to deploy), ('probe',
+        the first stored world to try out: deploy it, no learning, and call `probe_step` from
+        replay add() number `added` on) or ('new', None: keep `state` and learn; a new world
+        named `name` is listed, its state stored at its own next change)."""
         w = self.worlds[self.current]
         self.worlds[self.current] = World(_copy(state), calib, reference, w.name)
         known, report = recognise(
             agent, self.worlds, self.current, stream, kind=kind, window=window, level=level
         )
         record = {"step": step, "recalled": known, "from": self.current,
-                  "transitions": len(stream["obs"]), **report}  # fmt: skip
-        if known is None:  # its state is stored at its own next change
-            self.worlds.append(World(None, calib, reference, name))
-            self.current = len(self.worlds) - 1
-            return None, record
-        self.current = known
-        w = self.worlds[known]
-        return dataclasses.replace(w, state=_copy(w.state)), record
+                  "transitions": len(stream["obs"]), **report, "probes": []}  # fmt: skip
+        if known is not None:
+            return ("recall", self._deploy(known), record)
+        tried = sorted(
+            (r, j) for j, r in enumerate(report["rates"]) if r is not None and probe_steps > 0
+        )
+        if not tried:
+            return ("new", self._new_world(name), record)
+        self.probe = {"candidates": [j for _, j in tried], "left": self.current, "name": name,
+                      "start": added, "steps": probe_steps, "record": record}  # fmt: skip
+        return ("probe", self._deploy(tried[0][1]), record)
+
+    def probe_step(self, agent, replay, *, episode_end: bool, kind: str, window: int,
+                   level: float):  # fmt: skip
+        """While probing, after each env step (its transition stored in `replay`): None (go on
+        acting with the probed world), or at the first `episode_end` once `probe_steps`
+        transitions are in, the verdict on them from the probed world's gate: ('recall', that
+        world), ('probe', the next candidate: deploy it) or ('new', the world left at the alarm,
+        with its own copy of the state, to fine-tune for the new world). Each verdict is added
+        to the alarm's record ('probes': world, transitions, abstain, error)."""
+        p = self.probe
+        n = replay.added - p["start"]
+        if not episode_end or n < p["steps"]:
+            return None
+        j = p["candidates"].pop(0)
+        stream = replay.recent_stream(n, since=p["start"])
+        w = self.worlds[j]
+        r = stream_report(agent, w.state.params, w.calib, stream, kind=kind, window=window)
+        p["record"]["probes"].append({"world": j, "transitions": n, **r})
+        if r["abstain"] <= level:
+            self.probe = None
+            p["record"]["recalled"] = j
+            return ("recall", self._deploy(j))
+        if p["candidates"]:
+            p["start"] = replay.added
+            return ("probe", self._deploy(p["candidates"][0]))
+        self.probe = None
+        left = self._deploy(p["left"])
+        self._new_world(p["name"])
+        return ("new", left)
+
+    def _deploy(self, j: int) -> World:
+        self.current = j
+        w = self.worlds[j]
+        return dataclasses.replace(w, state=_copy(w.state))
+
+    def _new_world(self, name: str) -> None:
+        w = self.worlds[self.current]
+        self.worlds.append(World(None, w.calib, w.reference, name))
+        self.current = len(self.worlds) - 1
 
     def original(self, state):
         """The model state that acts in the first world: `state` while it is deployed."""

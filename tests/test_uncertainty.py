@@ -3,6 +3,7 @@ held-out replay episodes, and a toy model that abstains far from its data and no
 
 import math
 import types
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ import pytest
 
 from agents.abstain import AbstainConfig, decision_scores
 from agents.calibration import calibrate, score_transitions
-from agents.library import World, recognise, stream_report
+from agents.library import Library, World, recognise, stream_report
 from agents.replay import Replay
 from envs import Step
 from worldmodel.errors import ConfigError
@@ -254,21 +255,35 @@ def test_toy_model_abstains_far_from_its_data_and_not_near_it(tiny):
     assert rate_far > 0.9
 
 
-def test_library_recalls_the_stored_world_whose_own_gate_accepts_the_data(tiny):
-    # Two worlds, each a model trained and calibrated on its own region; a stream from one
-    # region is recalled to that world's model from the other, and from neither region to none.
+@pytest.fixture(scope="module")
+def two_worlds(tiny):
+    """(scorer, [World a (trained and calibrated on x in [-1, 1]), World b (on [4, 6])], rng)."""
     a_agent, a_params, a_calib, rng = _toy_world(tiny, -1, 1, seed=3)
     _, b_params, b_calib, _ = _toy_world(tiny, 4, 6, seed=4)
-    worlds = [
-        World(types.SimpleNamespace(params=a_params), a_calib, (), "a"),
-        World(types.SimpleNamespace(params=b_params), b_calib, (), "b"),
-    ]
+    worlds = [World(_Params(a_params), a_calib, ("ref a",), "a"),
+              World(_Params(b_params), b_calib, ("ref b",), "b")]  # fmt: skip
+    return a_agent, worlds, rng
+
+
+class _Params(typing.NamedTuple):  # a model state as the library sees it (a pytree)
+    params: dict
+
+
+def _stream(rng, lo, hi, n=500):
+    o, a, nxt = _toy_batch(rng, n, lo, hi)
+    first = np.zeros(n, bool)
+    first[0] = True
+    return {"obs": o, "action": a, "next_obs": nxt, "first": first}
+
+
+def test_library_recalls_the_stored_world_whose_own_gate_accepts_the_data(two_worlds):
+    # Two worlds, each a model trained and calibrated on its own region; a stream from one
+    # region is recalled to that world's model from the other, and from neither region to none.
+    a_agent, worlds, rng = two_worlds
+    a_params, a_calib = worlds[0].state.params, worlds[0].calib
 
     def stream(lo, hi, n=500):
-        o, a, nxt = _toy_batch(rng, n, lo, hi)
-        first = np.zeros(n, bool)
-        first[0] = True
-        return {"obs": o, "action": a, "next_obs": nxt, "first": first}
+        return _stream(rng, lo, hi, n)
 
     def ask(current, lo, hi):
         return recognise(a_agent, worlds, current, stream(lo, hi), kind="epistemic", window=1,
@@ -289,3 +304,65 @@ def test_library_recalls_the_stored_world_whose_own_gate_accepts_the_data(tiny):
     empty = {k: v[:0] for k, v in stream(-1, 1).items()}
     r = stream_report(a_agent, a_params, a_calib, empty, kind="epistemic", window=1)
     assert all(math.isnan(v) for v in r.values())
+
+
+class _Lived:
+    """What a replay tells a probe: the count of transitions added, the newest ones."""
+
+    def __init__(self):
+        self.added, self.parts = 0, []
+
+    def live(self, stream):
+        self.added += len(stream["obs"])
+        self.parts.append(stream)
+
+    def recent_stream(self, n, *, since):
+        assert since + n == self.added  # the probe asks for all it lived through, no more
+        return {k: np.concatenate([p[k] for p in self.parts])[-n:] for k in self.parts[0]}
+
+
+def test_library_probes_a_stored_world_when_the_data_since_the_alarm_is_unlike_every_world(
+    two_worlds,
+):
+    # Deployed in b, an alarm on data from a third region (as acted by b's policy): no gate
+    # accepts it, so world a is tried out; what a's model meets while acting decides.
+    agent, worlds, rng = two_worlds
+    gate = dict(kind="epistemic", window=1, level=0.25)
+
+    def alarm(lived, probe_steps=400):
+        lib = Library(worlds[0].state, worlds[0].calib, worlds[0].reference, "a")
+        lib.worlds.append(worlds[1])
+        lib.current = 1
+        b = worlds[1]
+        answer, world, record = lib.on_alarm(
+            agent, b.state, b.calib, b.reference, _stream(rng, 10, 12), name="c", step=7,
+            probe_steps=probe_steps, added=lived.added, **gate,
+        )  # fmt: skip
+        if not probe_steps:  # no probes configured: a new world at once
+            assert (answer, world, lib.current, lib.probe) == ("new", None, 2, None)
+            return lib, record
+        assert answer == "probe" and world.reference == ("ref a",) and lib.current == 0
+        assert record["recalled"] is None and record["probes"] == []
+        return lib, record
+
+    lived = _Lived()
+    lib, record = alarm(lived)
+    lived.live(_stream(rng, -1, 1, n=300))  # a's world, acted by a: too few yet
+    assert lib.probe_step(agent, lived, episode_end=True, **gate) is None
+    lived.live(_stream(rng, -1, 1, n=200))
+    assert lib.probe_step(agent, lived, episode_end=False, **gate) is None  # mid-episode
+    verdict = lib.probe_step(agent, lived, episode_end=True, **gate)
+    assert verdict[0] == "recall" and verdict[1].reference == ("ref a",)
+    assert lib.current == 0 and lib.probe is None and record["recalled"] == 0
+    (probe,) = record["probes"]
+    assert probe["world"] == 0 and probe["abstain"] < 0.15
+
+    lived = _Lived()
+    lib, record = alarm(lived)  # now a's model meets a fourth region: a new world
+    lived.live(_stream(rng, -8, -6, n=500))
+    verdict = lib.probe_step(agent, lived, episode_end=True, **gate)
+    assert verdict[0] == "new" and verdict[1].reference == ("ref b",)  # fine-tune b's model
+    assert lib.probe is None and record["recalled"] is None and record["probes"][0]["abstain"] > 0.9
+    assert [w.name for w in lib.worlds] == ["a", "b", "c"] and lib.current == 2
+    assert lib.worlds[2].state is None  # stored at its own next alarm
+    alarm(_Lived(), probe_steps=0)
