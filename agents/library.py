@@ -53,7 +53,8 @@ def stream_report(agent, params, calib: Calibration, stream: dict, *, kind, wind
     uncalibrated gate), the mean normalised one-step 'surprise' and 'epistemic' scores
     (about 1 on the model's own training data), and 'error': the observation heads' mean
     squared error on the stream, per dimension over the stream's own variance of the target,
-    averaged over dimensions (1 - R^2: 0 for a perfect model, 1 for one that predicts the mean;
+    floored at 1% of its mean, averaged over dimensions (1 - R^2: 0 for a perfect model, 1 for
+    one that predicts the mean;
     the same scale for every model asked about the same stream). All NaN for an empty stream."""
     if not len(stream["obs"]):
         return {k: math.nan for k in ("abstain", "surprise", "epistemic", "error")}
@@ -72,7 +73,8 @@ def stream_report(agent, params, calib: Calibration, stream: dict, *, kind, wind
 
 def normalised_error(scores: dict) -> float:
     """1 - R^2 of the observation heads' prediction on the scored stream (`stream_report`)."""
-    var = np.maximum(scores["obs_target"].var(axis=0), 1e-8)
+    var = scores["obs_target"].var(axis=0)
+    var = np.maximum(var, 0.01 * var.mean() + 1e-8)  # a near-constant dimension divides by ~0
     return float(np.mean((scores["obs_error"] ** 2).mean(axis=0) / var))
 
 
@@ -132,6 +134,7 @@ class Library:
         )
         record = {"step": step, "recalled": known, "from": self.current,
                   "transitions": len(stream["obs"]), **report, "probes": []}  # fmt: skip
+        record["answer"] = "recall" if known is not None else "new"  # or 'probe' while it lasts
         if known is not None:
             return ("recall", self._deploy(known), record)
         tried = sorted(
@@ -141,6 +144,7 @@ class Library:
             return ("new", self._new_world(name), record)
         self.probe = {"candidates": [j for _, j in tried], "left": self.current, "name": name,
                       "start": added, "steps": probe_steps, "record": record}  # fmt: skip
+        record["answer"] = "probe"
         return ("probe", self._deploy(tried[0][1]), record)
 
     def probe_step(self, agent, replay, *, episode_end: bool, kind: str, window: int,
@@ -162,12 +166,13 @@ class Library:
         p["record"]["probes"].append({"world": j, "transitions": n, **r})
         if r["abstain"] <= level:
             self.probe = None
-            p["record"]["recalled"] = j
+            p["record"] |= {"recalled": j, "answer": "recall"}
             return ("recall", self._deploy(j))
         if p["candidates"]:
             p["start"] = replay.added
             return ("probe", self._deploy(p["candidates"][0]))
         self.probe = None
+        p["record"]["answer"] = "new"
         left = self._deploy(p["left"])
         self._new_world(p["name"])
         return ("new", left)

@@ -21,10 +21,17 @@ def test_continual_schedule_runs_every_mode(tmp_path):
     # short untested edges (the default 10 would leave no time to recalibrate in 200 steps), and
     # a suspicion confirmed in the next episode (the default allows 3)
     # (the two modes as two processes would run them, one per core, merged into one result)
-    common = [str(run), "configs/continual/debug.yaml", "env.max_episode_steps=40",
+    # the debug schedule with a longer second phase, so that a probe (library) ends in it
+    schedule = tmp_path / "schedule.yaml"
+    schedule.write_text(
+        "phases:\n  - {steps: 60, shift: none}\n"
+        "  - {steps: 200, shift: {kind: actuator_offset, severity: 0.8}}\n"
+    )
+    common = [str(run), str(schedule), "env.max_episode_steps=40",
               "continual.recalib_after=10", "continual.boost_steps=10", "--out", str(out),
               "change.false_alarm=0.99", "change.horizon=5", "change.min_episodes=1",
-              "change.episode_cap=1", "change.edge=2", "change.confirm=1", "--merge"]  # fmt: skip
+              "change.episode_cap=1", "change.edge=2", "change.confirm=1",
+              "continual.probe_steps=5", "--merge"]  # fmt: skip
     for mode in ("adaptive", "frozen", "library"):
         assert continual_script.main([*common, "--modes", mode]) == 0
     (path,) = out.glob("continual_*.json")
@@ -37,7 +44,13 @@ def test_continual_schedule_runs_every_mode(tmp_path):
     assert len(asked) == sum(len(p["confirmed"]) for p in lib["phases"]) > 0
     assert asked[0]["recalled"] is None and asked[0]["rates"] == [None]  # only the current one
     assert all(len(r["surprise"]) == len(r["epistemic"]) == len(r["rates"]) for r in asked)
-    assert len(lib["worlds"]) == 1 + sum(r["recalled"] is None for r in asked)
+    # (a stored world on trial answers after continual.probe_steps, at an episode end)
+    assert all(r["answer"] == "recall" or r["recalled"] is None for r in asked)
+    assert len(lib["worlds"]) == 1 + sum(r["answer"] == "new" for r in asked)
+    probed = [r for r in asked if r["probes"]]  # the stored original world was tried out
+    assert probed and all(r["answer"] in ("recall", "new") for r in probed)
+    verdicts = [e["verdict"] for e in lib["events"] if e["kind"] == "probe"]
+    assert verdicts == [r["answer"] for r in probed]
     assert lib["worlds"][0] == "original"
     for mode, r in result["modes"].items():
         phases = r["phases"]

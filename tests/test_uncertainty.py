@@ -343,6 +343,7 @@ def test_library_probes_a_stored_world_when_the_data_since_the_alarm_is_unlike_e
             return lib, record
         assert answer == "probe" and world.reference == ("ref a",) and lib.current == 0
         assert record["recalled"] is None and record["probes"] == []
+        assert record["answer"] == "probe"
         return lib, record
 
     lived = _Lived()
@@ -354,6 +355,7 @@ def test_library_probes_a_stored_world_when_the_data_since_the_alarm_is_unlike_e
     verdict = lib.probe_step(agent, lived, episode_end=True, **gate)
     assert verdict[0] == "recall" and verdict[1].reference == ("ref a",)
     assert lib.current == 0 and lib.probe is None and record["recalled"] == 0
+    assert record["answer"] == "recall"
     (probe,) = record["probes"]
     assert probe["world"] == 0 and probe["abstain"] < 0.15
 
@@ -362,7 +364,8 @@ def test_library_probes_a_stored_world_when_the_data_since_the_alarm_is_unlike_e
     lived.live(_stream(rng, -8, -6, n=500))
     verdict = lib.probe_step(agent, lived, episode_end=True, **gate)
     assert verdict[0] == "new" and verdict[1].reference == ("ref b",)  # fine-tune b's model
-    assert lib.probe is None and record["recalled"] is None and record["probes"][0]["abstain"] > 0.9
+    assert lib.probe is None and record["recalled"] is None and record["answer"] == "new"
+    assert record["probes"][0]["abstain"] > 0.9
     assert [w.name for w in lib.worlds] == ["a", "b", "c"] and lib.current == 2
     assert lib.worlds[2].state is None  # stored at its own next alarm
     alarm(_Lived(), probe_steps=0)
