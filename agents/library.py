@@ -54,8 +54,8 @@ def stream_report(agent, params, calib: Calibration, stream: dict, *, kind, wind
     (about 1 on the model's own training data), and 'error': the observation heads' mean
     squared error on the stream, per dimension over the stream's own variance of the target,
     floored at 1% of its mean, averaged over dimensions (1 - R^2: 0 for a perfect model, 1 for
-    one that predicts the mean;
-    the same scale for every model asked about the same stream). All NaN for an empty stream."""
+    one that predicts the mean; the same scale for every model asked about the same stream).
+    All NaN for an empty stream."""
     if not len(stream["obs"]):
         return {k: math.nan for k in ("abstain", "surprise", "epistemic", "error")}
     scores = score_transitions(
