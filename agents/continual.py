@@ -6,8 +6,8 @@ modes: 'adaptive' (detection -> replay mixing at `new_share` + `boost`x updates 
 `boost_steps`), 'naive' (detection -> fine-tune on new-world data only, no boost), 'frozen' (no
 updates at all), 'library' (one model per world, agents.library: detection -> a stored world
 whose own gate accepts the data since the change is recalled as it was left; else each stored
-world is tried out for `probe_steps` (acting, no learning) and recalled if its gate accepts
-what it met; else a copy of the current model is fine-tuned on the new world's data only, with
+world is tried out from the next episode for `probe_steps` (acting, no learning) and recalled
+if its gate's abstain share is typical of its own world (agents.library.probe_verdict); else a copy of the current model is fine-tuned on the new world's data only, with
 the boost). In the learning
 modes the new world's share of a batch ramps up over its first
 `ramp` transitions (`new_world_share`). A detection is a suspicion confirmed by a second one
@@ -232,6 +232,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 verdict = library.probe_step(
                     agent, replay, episode_end=ended, kind=calibrator.cfg.score,
                     window=calibrator.cfg.window, level=cc.known_level,
+                    alpha=calibrator.cfg.alpha,
                 )  # fmt: skip
                 if verdict is not None:
                     state, reference = deploy(verdict[1], watch=verdict[0] == "recall")
@@ -271,7 +272,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                         agent, state, calibrator.calib, reference, stream,
                         kind=calibrator.cfg.score, window=calibrator.cfg.window,
                         level=cc.known_level, name=phases[-1]["world"], step=step_no,
-                        probe_steps=cc.probe_steps, added=replay.added,
+                        probe_steps=cc.probe_steps,
                     )  # fmt: skip
                     phases[-1].setdefault("recognition", []).append(record)
                     if world is not None:  # deploy it as it was left: no learning, its own gate

@@ -95,6 +95,23 @@ def recognise(agent, worlds: list[World], current: int, stream: dict, *, kind: s
     return (min(known)[1] if known else None), report
 
 
+def probe_verdict(rate: float, world: World, *, level: float, alpha: float):
+    """(whether a probe's abstain share `rate` says the probed `world` is back, its p-value):
+    recalled if `rate` <= `level`, or if the conformal p-value of `rate` among the abstain
+    shares of the world's own reference episodes (the held-out greedy episodes its gate and
+    change detector were set on), p = (1 + #{episode shares >= rate}) / (N + 1), exceeds
+    `alpha`: the probe is then as typical of that world as all but alpha of its own episodes
+    (an episode's share is heavy-tailed: most near 0, a few high, e.g. 0.23 over the last three
+    episodes of Hopper's unchanged first phase). A probe spanning several episodes is compared
+    with single episodes (its mean varies less than one's: accepting is then easier). p is NaN
+    without reference episodes."""
+    episodes = world.reference[1] if len(world.reference) > 1 and world.reference[1] else []
+    threshold = float(world.calib.threshold)
+    shares = np.array([np.mean(np.asarray(e) > threshold) for e in episodes if len(e)])
+    pvalue = (1 + np.sum(shares >= rate)) / (len(shares) + 1) if len(shares) else math.nan
+    return bool(rate <= level or pvalue > alpha), float(pvalue)
+
+
 def _copy(tree):
     """Fresh buffers: the jitted update donates the state it is given, a stored one must survive."""
     return jax.tree.map(jnp.copy, tree)
@@ -106,12 +123,13 @@ class Library:
 
     A confirmed alarm is answered in one of three ways (`on_alarm`): a stored world whose own
     gate accepts the data since the detection is recalled at once; else, with `probe_steps` > 0,
-    each stored world with a calibrated gate is *probed*: deployed as it was left and asked
-    whether its gate accepts what its own policy meets (`probe_step`); else a new world. The
-    probe is what separates the world from the policy: a gate is calibrated on its own model's
-    greedy episodes in its own world, so there its abstain rate is about alpha (the conformal
-    guarantee), while data acted by another world's policy may lie off its data even in its own
-    world (Hopper, back in the original world acted by the gain world's policy: 99.2%)."""
+    each stored world with a calibrated gate is *probed*: deployed as it was left, it acts from
+    the next episode start for at least `probe_steps` transitions (whole episodes), and is
+    recalled if its gate's abstain share on them is typical of its own world (`probe_verdict`);
+    else a new world. The probe is what separates the world from the policy: a gate is
+    calibrated on its own model's greedy episodes in its own world, while data acted by another
+    world's policy may lie off its data even in its own world (Hopper, back in the original
+    world acted by the gain world's policy: 99.2% abstained)."""
 
     def __init__(self, state, calib: Calibration, reference: tuple, name: str):
         self.worlds = [World(_copy(state), calib, reference, name)]
@@ -120,13 +138,13 @@ class Library:
 
     def on_alarm(self, agent, state, calib: Calibration, reference: tuple, stream: dict, *,
                  kind: str, window: int, level: float, name: str, step: int,
-                 probe_steps: int = 0, added: int = 0):  # fmt: skip
+                 probe_steps: int = 0):  # fmt: skip
         """A confirmed change while (state, calib, reference) is deployed: store it as the
         current world, then (action, World | None, record): ('recall', the stored world
         `recognise` finds for `stream`, with its own copy of the state, to deploy), ('probe',
-        the first stored world to try out: deploy it, no learning, and call `probe_step` from
-        replay add() number `added` on) or ('new', None: keep `state` and learn; a new world
-        named `name` is listed, its state stored at its own next change)."""
+        the first stored world to try out: deploy it, no learning, and call `probe_step` after
+        each env step from here) or ('new', None: keep `state` and learn; a new world named
+        `name` is listed, its state stored at its own next change)."""
         w = self.worlds[self.current]
         self.worlds[self.current] = World(_copy(state), calib, reference, w.name)
         known, report = recognise(
@@ -143,19 +161,24 @@ class Library:
         if not tried:
             return ("new", self._new_world(name), record)
         self.probe = {"candidates": [j for _, j in tried], "left": self.current, "name": name,
-                      "start": added, "steps": probe_steps, "record": record}  # fmt: skip
+                      "start": None, "steps": probe_steps, "record": record}  # fmt: skip
         record["answer"] = "probe"
         return ("probe", self._deploy(tried[0][1]), record)
 
     def probe_step(self, agent, replay, *, episode_end: bool, kind: str, window: int,
-                   level: float):  # fmt: skip
-        """While probing, after each env step (its transition stored in `replay`): None (go on
-        acting with the probed world), or at the first `episode_end` once `probe_steps`
-        transitions are in, the verdict on them from the probed world's gate: ('recall', that
-        world), ('probe', the next candidate: deploy it) or ('new', the world left at the alarm,
-        with its own copy of the state, to fine-tune for the new world). Each verdict is added
-        to the alarm's record ('probes': world, transitions, abstain, error)."""
+                   level: float, alpha: float):  # fmt: skip
+        """While probing, after each env step (its transition stored in `replay`, `episode_end`
+        whether it ended an episode): None (go on acting with the probed world), or once it has
+        acted from an episode start for `probe_steps` transitions to an episode end, the
+        verdict (`probe_verdict`) on them: ('recall', that world), ('probe', the next
+        candidate: deploy it) or ('new', the world left at the alarm, with its own copy of the
+        state, to fine-tune for the new world). Each verdict is added to the alarm's record
+        ('probes': world, transitions, abstain, its p-value, ...)."""
         p = self.probe
+        if p["start"] is None:  # the episode handed over is the other world's policy's
+            if episode_end:
+                p["start"] = replay.added
+            return None
         n = replay.added - p["start"]
         if not episode_end or n < p["steps"]:
             return None
@@ -163,13 +186,14 @@ class Library:
         stream = replay.recent_stream(n, since=p["start"])
         w = self.worlds[j]
         r = stream_report(agent, w.state.params, w.calib, stream, kind=kind, window=window)
-        p["record"]["probes"].append({"world": j, "transitions": n, **r})
-        if r["abstain"] <= level:
+        known, pvalue = probe_verdict(r["abstain"], w, level=level, alpha=alpha)
+        p["record"]["probes"].append({"world": j, "transitions": n, "p": pvalue, **r})
+        if known:
             self.probe = None
             p["record"] |= {"recalled": j, "answer": "recall"}
             return ("recall", self._deploy(j))
         if p["candidates"]:
-            p["start"] = replay.added
+            p["start"] = replay.added  # an episode just ended: the next one is the new probe's
             return ("probe", self._deploy(p["candidates"][0]))
         self.probe = None
         p["record"]["answer"] = "new"

@@ -13,7 +13,7 @@ import pytest
 
 from agents.abstain import AbstainConfig, decision_scores
 from agents.calibration import calibrate, score_transitions
-from agents.library import Library, World, recognise, stream_report
+from agents.library import Library, World, probe_verdict, recognise, stream_report
 from agents.replay import Replay
 from envs import Step
 from worldmodel.errors import ConfigError
@@ -328,6 +328,7 @@ def test_library_probes_a_stored_world_when_the_data_since_the_alarm_is_unlike_e
     # accepts it, so world a is tried out; what a's model meets while acting decides.
     agent, worlds, rng = two_worlds
     gate = dict(kind="epistemic", window=1, level=0.25)
+    trial = dict(gate, alpha=0.05)  # the test worlds keep no reference episodes: level decides
 
     def alarm(lived, probe_steps=400):
         lib = Library(worlds[0].state, worlds[0].calib, worlds[0].reference, "a")
@@ -336,7 +337,7 @@ def test_library_probes_a_stored_world_when_the_data_since_the_alarm_is_unlike_e
         b = worlds[1]
         answer, world, record = lib.on_alarm(
             agent, b.state, b.calib, b.reference, _stream(rng, 10, 12), name="c", step=7,
-            probe_steps=probe_steps, added=lived.added, **gate,
+            probe_steps=probe_steps, **gate,
         )  # fmt: skip
         if not probe_steps:  # no probes configured: a new world at once
             assert (answer, world, lib.current, lib.probe) == ("new", None, 2, None)
@@ -348,11 +349,15 @@ def test_library_probes_a_stored_world_when_the_data_since_the_alarm_is_unlike_e
 
     lived = _Lived()
     lib, record = alarm(lived)
+    lived.live(_stream(rng, 10, 12, n=30))  # the episode handed over: not tested
+    assert lib.probe_step(agent, lived, episode_end=False, **trial) is None
+    assert lib.probe_step(agent, lived, episode_end=True, **trial) is None
+    lived.parts = []
     lived.live(_stream(rng, -1, 1, n=300))  # a's world, acted by a: too few yet
-    assert lib.probe_step(agent, lived, episode_end=True, **gate) is None
+    assert lib.probe_step(agent, lived, episode_end=True, **trial) is None
     lived.live(_stream(rng, -1, 1, n=200))
-    assert lib.probe_step(agent, lived, episode_end=False, **gate) is None  # mid-episode
-    verdict = lib.probe_step(agent, lived, episode_end=True, **gate)
+    assert lib.probe_step(agent, lived, episode_end=False, **trial) is None  # mid-episode
+    verdict = lib.probe_step(agent, lived, episode_end=True, **trial)
     assert verdict[0] == "recall" and verdict[1].reference == ("ref a",)
     assert lib.current == 0 and lib.probe is None and record["recalled"] == 0
     assert record["answer"] == "recall"
@@ -361,11 +366,30 @@ def test_library_probes_a_stored_world_when_the_data_since_the_alarm_is_unlike_e
 
     lived = _Lived()
     lib, record = alarm(lived)  # now a's model meets a fourth region: a new world
+    assert lib.probe_step(agent, lived, episode_end=True, **trial) is None
     lived.live(_stream(rng, -8, -6, n=500))
-    verdict = lib.probe_step(agent, lived, episode_end=True, **gate)
+    verdict = lib.probe_step(agent, lived, episode_end=True, **trial)
     assert verdict[0] == "new" and verdict[1].reference == ("ref b",)  # fine-tune b's model
     assert lib.probe is None and record["recalled"] is None and record["answer"] == "new"
     assert record["probes"][0]["abstain"] > 0.9
     assert [w.name for w in lib.worlds] == ["a", "b", "c"] and lib.current == 2
     assert lib.worlds[2].state is None  # stored at its own next alarm
     alarm(_Lived(), probe_steps=0)
+
+
+def test_probe_verdict_ranks_the_probe_among_the_worlds_own_episodes():
+    # threshold 1: reference episodes abstaining on 0, 0, 0.5 and 0.5 of their decisions
+    calib = init_calibration(2, 2, alpha=0.05).replace(threshold=jnp.asarray(1.0))
+    episodes = [np.array([0.1, 0.2]), np.array([0.5]), np.array([2.0, 0.3]),
+                np.array([3.0, 2.0, 0.1, 0.1])]  # fmt: skip
+    world = World(None, calib, (np.concatenate(episodes), episodes, [False] * 4), "w")
+    # p = (1 + #{shares >= rate}) / 5
+    assert probe_verdict(0.5, world, level=0.25, alpha=0.3) == (True, 3 / 5)  # ties count
+    assert probe_verdict(0.3, world, level=0.25, alpha=0.5) == (True, 3 / 5)
+    assert probe_verdict(0.3, world, level=0.25, alpha=0.6) == (False, 3 / 5)
+    assert probe_verdict(0.9, world, level=0.25, alpha=0.3) == (False, 1 / 5)
+    assert probe_verdict(0.9, world, level=0.25, alpha=0.15) == (True, 1 / 5)
+    assert probe_verdict(0.9, world, level=0.95, alpha=0.3)[0]  # under `level`: recalled
+    no_reference = World(None, calib, (np.zeros(0), [], []), "w")
+    known, p = probe_verdict(0.3, no_reference, level=0.25, alpha=0.05)
+    assert not known and math.isnan(p)
