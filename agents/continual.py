@@ -7,9 +7,10 @@ modes: 'adaptive' (detection -> replay mixing at `new_share` + `boost`x updates 
 updates at all), 'library' (one model per world, agents.library: detection -> a stored world
 whose own gate accepts the data since the change is recalled as it was left; else each stored
 world is tried out from the next episode for `probe_steps` (acting, no learning) and recalled
-if its gate's abstain share is typical of its own world (agents.library.probe_verdict); else a copy of the current model is fine-tuned on the new world's data only, with
-the boost). In the learning
-modes the new world's share of a batch ramps up over its first
+if its gate's abstain share is typical of its own world (agents.library.probe_verdict); else a
+copy of the model whose episodes since the change returned most (the current one, or a probed
+one) is fine-tuned on the new world's data only, with the boost). In the learning modes the
+new world's share of a batch ramps up over its first
 `ramp` transitions (`new_world_share`). A detection is a suspicion confirmed by a second one
 (`change.confirm`); the agent keeps acting under its gate meanwhile and adapts once confirmed. The deployed model changes only after a detected change: it learns for
 `recalib_after` steps, then holds out every episode acted by the adapted model and is
@@ -170,6 +171,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
     held_eps = 0  # held-out episodes finished since collect_from
     phases = [_phase(world_name(schedule[0][1]), 0)]
     ep_abstain = ep_decisions = updates = decision = 0
+    lived: list[tuple[int, float]] = []  # library: the latest episodes' (end step, return)
     library = (  # mode 'library': the stored worlds
         Library(state, calibrator.calib, reference, phases[0]["world"])
         if mode == "library"
@@ -228,11 +230,13 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
             ended, term = bool(step.first[0]), bool(step.terminated[0])
             n_retracted, was = len(detector.retracted), detector.suspected
             confirmed = False
+            finished = [(driver.env_steps, ep["return"]) for ep in step.episodes]
+            lived = (lived + finished)[-100:]  # (end step, return) of the latest episodes
             if library is not None and library.probe is not None:  # a stored world on trial
                 verdict = library.probe_step(
                     agent, replay, episode_end=ended, kind=calibrator.cfg.score,
                     window=calibrator.cfg.window, level=cc.known_level,
-                    alpha=calibrator.cfg.alpha,
+                    alpha=calibrator.cfg.alpha, returns=[r for _, r in finished],
                 )  # fmt: skip
                 if verdict is not None:
                     state, reference = deploy(verdict[1], watch=verdict[0] == "recall")
@@ -272,7 +276,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                         agent, state, calibrator.calib, reference, stream,
                         kind=calibrator.cfg.score, window=calibrator.cfg.window,
                         level=cc.known_level, name=phases[-1]["world"], step=step_no,
-                        probe_steps=cc.probe_steps,
+                        probe_steps=cc.probe_steps, returns=[r for s, r in lived if s > detected],
                     )  # fmt: skip
                     phases[-1].setdefault("recognition", []).append(record)
                     if world is not None:  # deploy it as it was left: no learning, its own gate

@@ -138,13 +138,15 @@ class Library:
 
     def on_alarm(self, agent, state, calib: Calibration, reference: tuple, stream: dict, *,
                  kind: str, window: int, level: float, name: str, step: int,
-                 probe_steps: int = 0):  # fmt: skip
+                 probe_steps: int = 0, returns=()):  # fmt: skip
         """A confirmed change while (state, calib, reference) is deployed: store it as the
         current world, then (action, World | None, record): ('recall', the stored world
         `recognise` finds for `stream`, with its own copy of the state, to deploy), ('probe',
         the first stored world to try out: deploy it, no learning, and call `probe_step` after
         each env step from here) or ('new', None: keep `state` and learn; a new world named
-        `name` is listed, its state stored at its own next change)."""
+        `name` is listed, its state stored at its own next change). `returns`: those of the
+        episodes the deployed model finished since the detection (its showing in the new world,
+        weighed against the probed worlds' if none is recalled)."""
         w = self.worlds[self.current]
         self.worlds[self.current] = World(_copy(state), calib, reference, w.name)
         known, report = recognise(
@@ -161,24 +163,28 @@ class Library:
         if not tried:
             return ("new", self._new_world(name), record)
         self.probe = {"candidates": [j for _, j in tried], "left": self.current, "name": name,
-                      "start": None, "steps": probe_steps, "record": record}  # fmt: skip
+                      "start": None, "steps": probe_steps, "record": record,
+                      "returns": {self.current: list(returns)}}  # fmt: skip
         record["answer"] = "probe"
         return ("probe", self._deploy(tried[0][1]), record)
 
     def probe_step(self, agent, replay, *, episode_end: bool, kind: str, window: int,
-                   level: float, alpha: float):  # fmt: skip
+                   level: float, alpha: float, returns=()):  # fmt: skip
         """While probing, after each env step (its transition stored in `replay`, `episode_end`
         whether it ended an episode): None (go on acting with the probed world), or once it has
         acted from an episode start for `probe_steps` transitions to an episode end, the
         verdict (`probe_verdict`) on them: ('recall', that world), ('probe', the next
-        candidate: deploy it) or ('new', the world left at the alarm, with its own copy of the
-        state, to fine-tune for the new world). Each verdict is added to the alarm's record
-        ('probes': world, transitions, abstain, its p-value, ...)."""
+        candidate: deploy it) or ('new', a copy of the model to fine-tune for the new world:
+        of the world whose episodes in it returned most on average, the probed ones' and the
+        one left at the alarm's; `returns`, of the episodes finished at this step, are what a
+        probe's own episodes returned). Each verdict is added to the alarm's record ('probes':
+        world, transitions, abstain, its p-value, return, ...; 'forked_from' at a new world)."""
         p = self.probe
         if p["start"] is None:  # the episode handed over is the other world's policy's
             if episode_end:
                 p["start"] = replay.added
             return None
+        p["returns"].setdefault(p["candidates"][0], []).extend(returns)
         n = replay.added - p["start"]
         if not episode_end or n < p["steps"]:
             return None
@@ -187,7 +193,10 @@ class Library:
         w = self.worlds[j]
         r = stream_report(agent, w.state.params, w.calib, stream, kind=kind, window=window)
         known, pvalue = probe_verdict(r["abstain"], w, level=level, alpha=alpha)
-        p["record"]["probes"].append({"world": j, "transitions": n, "p": pvalue, **r})
+        mean_return = float(np.mean(p["returns"][j])) if p["returns"].get(j) else math.nan
+        p["record"]["probes"].append(
+            {"world": j, "transitions": n, "p": pvalue, "return": mean_return, **r}
+        )
         if known:
             self.probe = None
             p["record"] |= {"recalled": j, "answer": "recall"}
@@ -196,10 +205,12 @@ class Library:
             p["start"] = replay.added  # an episode just ended: the next one is the new probe's
             return ("probe", self._deploy(p["candidates"][0]))
         self.probe = None
-        p["record"]["answer"] = "new"
-        left = self._deploy(p["left"])
+        shown = {k: float(np.mean(v)) for k, v in p["returns"].items() if v}
+        source = max(shown, key=shown.get) if shown else p["left"]
+        p["record"] |= {"answer": "new", "forked_from": source, "returns_shown": shown}
+        fork = self._deploy(source)
         self._new_world(p["name"])
-        return ("new", left)
+        return ("new", fork)
 
     def _deploy(self, j: int) -> World:
         self.current = j

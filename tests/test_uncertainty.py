@@ -330,14 +330,14 @@ def test_library_probes_a_stored_world_when_the_data_since_the_alarm_is_unlike_e
     gate = dict(kind="epistemic", window=1, level=0.25)
     trial = dict(gate, alpha=0.05)  # the test worlds keep no reference episodes: level decides
 
-    def alarm(lived, probe_steps=400):
+    def alarm(lived, probe_steps=400, returns=()):
         lib = Library(worlds[0].state, worlds[0].calib, worlds[0].reference, "a")
         lib.worlds.append(worlds[1])
         lib.current = 1
         b = worlds[1]
         answer, world, record = lib.on_alarm(
             agent, b.state, b.calib, b.reference, _stream(rng, 10, 12), name="c", step=7,
-            probe_steps=probe_steps, **gate,
+            probe_steps=probe_steps, returns=returns, **gate,
         )  # fmt: skip
         if not probe_steps:  # no probes configured: a new world at once
             assert (answer, world, lib.current, lib.probe) == ("new", None, 2, None)
@@ -364,12 +364,21 @@ def test_library_probes_a_stored_world_when_the_data_since_the_alarm_is_unlike_e
     (probe,) = record["probes"]
     assert probe["world"] == 0 and probe["abstain"] < 0.15
 
-    lived = _Lived()
-    lib, record = alarm(lived)  # now a's model meets a fourth region: a new world
-    assert lib.probe_step(agent, lived, episode_end=True, **trial) is None
-    lived.live(_stream(rng, -8, -6, n=500))
-    verdict = lib.probe_step(agent, lived, episode_end=True, **trial)
-    assert verdict[0] == "new" and verdict[1].reference == ("ref b",)  # fine-tune b's model
+    # now a's model meets a fourth region: a new world, learnt from the model that did best
+    # in it (b's episodes since the detection returned 10 on average; the probe's, given)
+    for probe_return, source, ref in ((50.0, 0, "ref a"), (5.0, 1, "ref b"), (None, 1, "ref b")):
+        lived = _Lived()
+        lib, record = alarm(lived, returns=[] if probe_return is None else [0.0, 20.0])
+        # the handover episode's return is b's policy's, not a's
+        assert lib.probe_step(agent, lived, episode_end=True, returns=[99.0], **trial) is None
+        lived.live(_stream(rng, -8, -6, n=500))
+        shown = [] if probe_return is None else [probe_return]
+        verdict = lib.probe_step(agent, lived, episode_end=True, returns=shown, **trial)
+        assert verdict[0] == "new" and verdict[1].reference == (ref,)  # fine-tune its copy
+        assert record["forked_from"] == source
+        assert record["returns_shown"] == (
+            {} if probe_return is None else {1: 10.0, 0: probe_return}
+        )
     assert lib.probe is None and record["recalled"] is None and record["answer"] == "new"
     assert record["probes"][0]["abstain"] > 0.9
     assert [w.name for w in lib.worlds] == ["a", "b", "c"] and lib.current == 2
