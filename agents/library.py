@@ -5,15 +5,21 @@ parameters, target critics, optimiser), its calibrated gate and the change detec
 scores. At a confirmed change, every other stored world's own gate is asked about the
 transitions lived through since the change was detected: a world whose gate abstains on at most
 `known_level` of those decisions is that world come back, and its model is deployed as it was
-left (nothing to relearn, nothing forgotten). Otherwise the change is a new world: a copy of the
-current model is fine-tuned on the new world's data alone (once the share has ramped up), so one
-model never has to fit the average of two dynamics, and is recalibrated there; it is stored as
-it stands at the next change. The idea is that of model libraries for non-stationary dynamics
+left (nothing to relearn, nothing forgotten). Those transitions were acted by the world left's
+policy, which may lead any other world's model off its data even in its own world, so when no
+gate accepts them each stored world is probed: it acts for a few episodes and is recalled if
+its gate accepts what its own policy meets (`Library.probe_step`, `probe_verdict`). Otherwise
+the change is a new world: a copy of the model that returned most in it (the one deployed at
+the alarm, or a probed one) is fine-tuned on the new world's data alone (once the share has
+ramped up), so one model never has to fit the average of two dynamics, and is recalibrated
+there; it is stored as it stands at the next change. The idea is that of model libraries for non-stationary dynamics
 (e.g. MOLe, Nagabandi et al. 2019, "Deep online learning via meta-learning"): expand when the
 data is unlikely under every known model, recall when it is likely under one.
 
-Costs: one model per world in memory (a few MB each here), and a known world's model returns
-only at a confirmed alarm (the detector's delay plus its confirmation, about two episodes).
+Costs: one model per world in memory (a few MB each here), a known world's model returns only
+at a confirmed alarm (the detector's delay plus its confirmation, about two episodes), and a
+probe acts with a model that may be wrong for the world for one handover episode plus
+`probe_steps` (no learning meanwhile).
 """
 
 from __future__ import annotations
