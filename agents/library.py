@@ -12,9 +12,10 @@ its gate accepts what its own policy meets (`Library.probe_step`, `probe_verdict
 the change is a new world: a copy of the model that returned most in it (the one deployed at
 the alarm, or a probed one) is fine-tuned on the new world's data alone (once the share has
 ramped up), so one model never has to fit the average of two dynamics, and is recalibrated
-there; it is stored as it stands at the next change. The idea is that of model libraries for non-stationary dynamics
-(e.g. MOLe, Nagabandi et al. 2019, "Deep online learning via meta-learning"): expand when the
-data is unlikely under every known model, recall when it is likely under one.
+there; it is stored as it stands at the next change. The idea is that of model libraries for
+non-stationary dynamics (e.g. MOLe, Nagabandi et al. 2019, "Deep online learning via
+meta-learning"): expand when the data is unlikely under every known model, recall when it is
+likely under one.
 
 Costs: one model per world in memory (a few MB each here), a known world's model returns only
 at a confirmed alarm (the detector's delay plus its confirmation, about two episodes), and a
