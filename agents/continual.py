@@ -9,7 +9,9 @@ whose own gate accepts the data since the change is recalled as it was left; els
 world is tried out from the next episode for `probe_steps` (acting, no learning) and recalled
 if its gate's abstain share is typical of its own world (agents.library.probe_verdict); else a
 copy of the model whose episodes since the change returned most (the current one, or a probed
-one) is fine-tuned on the new world's data only, with the boost). In the learning modes the
+one) is fine-tuned on the new world's data only, with the boost; once it has learnt, it and the
+model it came from each act `review_steps` and the one whose episodes returned more is kept).
+In the learning modes the
 new world's share of a batch ramps up over its first
 `ramp` transitions (`new_world_share`). A detection is a suspicion confirmed by a second one
 (`change.confirm`); the agent keeps acting under its gate meanwhile and adapts once confirmed. The deployed model changes only after a detected change: it learns for
@@ -23,7 +25,8 @@ version that did so raised false alarms within 12-71 steps in the unchanged worl
 world's `shift.*` settings and the same budget.
 emit(kind, env_step, data): 'episode' (return, world, abstain_rate), 'switch' (world),
 'alarm' (delay after the switch, detection step), 'retracted' (an unconfirmed suspicion's
-step), 'probe' (library: a tried world's verdict), 'calibration', 'eval'.
+step), 'probe' (library: a tried world's verdict), 'review' (library: learnt vs source),
+'calibration', 'eval'.
 """
 
 from __future__ import annotations
@@ -62,12 +65,17 @@ class ContinualConfig:
     eval_episodes: int = 5  # greedy prior episodes per world for the forgetting figure
     known_level: float = 0.25  # library: a stored world is recalled if its gate abstains on <= this
     probe_steps: int = 250  # library: transitions each stored world is tried out for (0: no probes)
+    review_steps: int = 500  # library: learnt model vs its source, each acting this long (0: none)
 
     def __post_init__(self):
         if not 0.0 <= self.new_share <= 1.0:
             raise ConfigError(f"continual.new_share must be in [0, 1], got {self.new_share}")
         if not 0.0 <= self.known_level <= 1.0:
             raise ConfigError(f"continual.known_level must be in [0, 1], got {self.known_level}")
+        if self.review_steps < 0:
+            raise ConfigError(
+                f"continual.review_steps must be >= 0 (0: no review), got {self.review_steps}"
+            )
         if self.probe_steps < 0:
             raise ConfigError(
                 f"continual.probe_steps must be >= 0 (0: no probes), got {self.probe_steps}"
@@ -232,7 +240,16 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
             confirmed = False
             finished = [(driver.env_steps, ep["return"]) for ep in step.episodes]
             lived = (lived + finished)[-100:]  # (end step, return) of the latest episodes
-            if library is not None and library.probe is not None:  # a stored world on trial
+            if library is not None and library.review is not None:  # learnt vs its source
+                out = library.review_step(
+                    replay, state, episode_end=ended, returns=[r for _, r in finished]
+                )
+                if out is not None:
+                    state = out[1]
+                    if out[0] == "kept":  # recalibrate the model kept for the new world
+                        recalib_at = driver.env_steps
+                    emit("review", step_no, library.record.get("review", {"stage": out[0]}))
+            elif library is not None and library.probe is not None:  # a stored world on trial
                 verdict = library.probe_step(
                     agent, replay, episode_end=ended, kind=calibrator.cfg.score,
                     window=calibrator.cfg.window, level=cc.known_level,
@@ -308,6 +325,15 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                         state, batch, key=key_for(seed, "continual_update", updates)
                     )
                     updates += 1
+            if (
+                library is not None
+                and library.forked_from is not None
+                and cc.review_steps
+                and recalib_at is not None
+                and driver.env_steps >= recalib_at
+            ):  # the new world's model has learnt: does it beat the one it came from?
+                library.start_review(cc.review_steps)
+                recalib_at = None
             if recalib_at is not None and driver.env_steps >= recalib_at and collect_from is None:
                 # adaptation is over and the model stays fixed until the next alarm: hold out
                 # every episode from here, acted by this model (episodes acted before or during

@@ -31,7 +31,7 @@ def test_continual_schedule_runs_every_mode(tmp_path):
               "continual.recalib_after=10", "continual.boost_steps=10", "--out", str(out),
               "change.false_alarm=0.99", "change.horizon=5", "change.min_episodes=1",
               "change.episode_cap=1", "change.edge=2", "change.confirm=1",
-              "continual.probe_steps=5", "--merge"]  # fmt: skip
+              "continual.probe_steps=5", "continual.review_steps=0", "--merge"]  # fmt: skip
     for mode in ("adaptive", "frozen", "library"):
         assert continual_script.main([*common, "--modes", mode]) == 0
     (path,) = out.glob("continual_*.json")
@@ -52,6 +52,23 @@ def test_continual_schedule_runs_every_mode(tmp_path):
     verdicts = [e["verdict"] for e in lib["events"] if e["kind"] == "probe"]
     assert verdicts == [r["answer"] for r in probed]
     assert lib["worlds"][0] == "original"
+    assert not [e for e in lib["events"] if e["kind"] == "review"]  # review_steps=0: none
+    # with a review: the new world's learnt model and its source each act before it recalibrates
+    review_out = tmp_path / "review"
+    common[common.index(str(out))] = str(review_out)
+    common[common.index("continual.review_steps=0")] = "continual.review_steps=5"
+    assert continual_script.main([*common, "--modes", "library"]) == 0
+    (review_path,) = review_out.glob("continual_*.json")
+    rev = json.loads(review_path.read_text())["modes"]["library"]
+    asked = [r for p in rev["phases"] for r in p.get("recognition", [])]
+    reviewed = [r["review"] for r in asked if "review" in r]
+    kept = [e for e in rev["events"] if e["kind"] == "review" and "kept" in e]
+    assert reviewed and [e["kept"] for e in kept] == [r["kept"] for r in reviewed]
+    for r in reviewed:
+        better = "source" if r["returns"]["source"] > r["returns"]["learnt"] else "learnt"
+        assert r["kept"] == better and r["source"] == 0
+    calib = [e["step"] for e in rev["events"] if e["kind"] == "calibration"]
+    assert calib and calib[0] > kept[0]["step"]  # the kept model is the one recalibrated
     for mode, r in result["modes"].items():
         phases = r["phases"]
         assert [p["world"] for p in phases] == ["original", "actuator_offset 0.8"]

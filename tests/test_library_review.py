@@ -1,0 +1,54 @@
+"""agents.library's review: after a new world's model has learnt, it and the stored model it was
+copied from each act, and the one whose episodes returned more is kept (no model needed: the
+review moves states and reads returns only)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents.library import Library
+
+
+class _Replay:
+    added = 0
+
+
+def _state(value):
+    return {"w": jnp.full((3,), float(value))}
+
+
+@pytest.mark.parametrize(
+    ("learnt_returns", "source_returns", "kept"),
+    [
+        ([100.0, 200.0], [300.0], "source"),
+        ([300.0], [100.0, 250.0], "learnt"),
+        ([150.0], [150.0], "learnt"),
+    ],  # fmt: skip
+)
+def test_review_keeps_the_model_whose_episodes_returned_more(learnt_returns, source_returns, kept):
+    lib = Library(_state(1), None, ("ref",), "original")  # the gate is not read
+    lib.record = {}
+    lib._new_world("mass 2")  # learnt from world 0 (as on_alarm / probe_step do)
+    assert (lib.forked_from, lib.current) == (0, 1)
+    lib.start_review(10)
+    replay, learnt = _Replay(), _state(2)
+
+    def step(n, *, end, returns=(), state=learnt):
+        replay.added += n
+        return lib.review_step(replay, state, episode_end=end, returns=returns)
+
+    assert step(4, end=False) is None  # the episode under way began while learning
+    assert step(3, end=True, returns=[999.0]) is None  # ... its return does not count
+    assert step(6, end=True, returns=learnt_returns[:1]) is None  # 6 < 10 transitions
+    assert step(5, end=False) is None  # 11, but mid-episode
+    stage, source = step(1, end=True, returns=learnt_returns[1:])
+    assert stage == "source" and float(source["w"][0]) == 1.0  # a copy of world 0's model
+    assert source["w"] is not lib.worlds[0].state["w"]  # the stored one survives donation
+    assert step(9, end=True, returns=source_returns[:1], state=source) is None  # counted anew
+    stage, state = step(12, end=True, returns=source_returns[1:], state=source)
+    assert stage == "kept" and float(state["w"][0]) == (1.0 if kept == "source" else 2.0)
+    assert lib.record["review"] == {
+        "source": 0, "kept": kept,
+        "returns": {"learnt": np.mean(learnt_returns), "source": np.mean(source_returns)},
+    }  # fmt: skip
+    assert lib.review is None and lib.forked_from is None and lib.current == 1
