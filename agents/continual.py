@@ -239,7 +239,8 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
             n_retracted, was = len(detector.retracted), detector.suspected
             confirmed = False
             finished = [(driver.env_steps, ep["return"]) for ep in step.episodes]
-            lived = (lived + finished)[-100:]  # (end step, return) of the latest episodes
+            if library is not None:  # (end step, return) of the latest episodes
+                lived = (lived + finished)[-100:]
             if library is not None and library.review is not None:  # learnt vs its source
                 out = library.review_step(
                     replay, state, episode_end=ended, returns=[r for _, r in finished]
