@@ -94,6 +94,8 @@ def test_step_scores_match_hand_formula(tiny):
     np.testing.assert_allclose(
         got["residual"], np.concatenate([r_obs, r_lat], -1), rtol=1e-4, atol=1e-5
     )
+    np.testing.assert_allclose(got["obs_target"], y, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got["obs_error"], y - om.mean(0), rtol=1e-4, atol=1e-5)
 
 
 def test_prediction_cannot_hand_out_an_abstained_value(tiny):

@@ -139,6 +139,8 @@ def step_scores(model: WorldModel, params: dict, calib: Calibration, obs, a, nex
     sqrt(Var_k f_k + res_scale), each ~N(0, 1) per dim when the model is right and drifting to one
     side when the world's dynamics differ. The surprise parts are their squares' means; the central
     predictive interval mean ± c·sd covers y_d exactly when |observation part_d| <= c.
+    'obs_target' (..., D): y, what the observation heads predict; 'obs_error' (..., D): y - mean_k
+    mu_k, unscaled (comparable across models on the same transitions).
     """
     z, z_next = model.encode(params, obs), model.encode(params, next_obs)
     mean, var = head_moments(model, params, z, a)
@@ -156,7 +158,8 @@ def step_scores(model: WorldModel, params: dict, calib: Calibration, obs, a, nex
     e = 0.5 * (parts["epistemic_latent"] + parts["epistemic_obs"])
     s = 0.5 * (parts["surprise_latent"] + parts["surprise_obs"])
     residual = jnp.concatenate([r_obs, r_lat], axis=-1)
-    return {"epistemic": e, "surprise": s, "max": jnp.maximum(e, s), **parts, "residual": residual}
+    return {"epistemic": e, "surprise": s, "max": jnp.maximum(e, s), **parts,
+            "residual": residual, "obs_target": y, "obs_error": y - o_mu}  # fmt: skip
 
 
 def fit_scales(model: WorldModel, params: dict, obs, action, next_obs) -> tuple:
