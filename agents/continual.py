@@ -242,13 +242,15 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
             if library is not None:  # (end step, return) of the latest episodes
                 lived = (lived + finished)[-100:]
             if library is not None and library.review is not None:  # learnt vs its source
-                out = library.review_step(
-                    replay, state, episode_end=ended, returns=[r for _, r in finished]
-                )
+                out = library.review_step(replay, episode_end=ended,
+                                          returns=[r for _, r in finished])  # fmt: skip
+                if out is not None and out[0] == "learnt":  # its turn: its calibration data too
+                    state, recalib_at = out[1], driver.env_steps
+                elif out is not None and out[1] is not None:  # the source kept: calibrate anew
+                    state, reference = deploy(out[1], watch=False)
+                    recalib_at, collect_from = driver.env_steps, None
+                    calibrator.hold_all = False
                 if out is not None:
-                    state = out[1]
-                    if out[0] == "kept":  # recalibrate the model kept for the new world
-                        recalib_at = driver.env_steps
                     emit("review", step_no, library.record.get("review", {"stage": out[0]}))
             elif library is not None and library.probe is not None:  # a stored world on trial
                 verdict = library.probe_step(
@@ -329,11 +331,12 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
             if (
                 library is not None
                 and library.forked_from is not None
+                and library.review is None
                 and cc.review_steps
                 and recalib_at is not None
                 and driver.env_steps >= recalib_at
             ):  # the new world's model has learnt: does it beat the one it came from?
-                library.start_review(cc.review_steps)
+                state, _ = deploy(library.start_review(state, cc.review_steps), watch=False)
                 recalib_at = None
             if recalib_at is not None and driver.env_steps >= recalib_at and collect_from is None:
                 # adaptation is over and the model stays fixed until the next alarm: hold out

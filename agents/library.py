@@ -223,39 +223,49 @@ class Library:
         self._new_world(p["name"])
         return ("new", fork)
 
-    def start_review(self, steps: int) -> None:
-        """The new world's model has learnt (its learning window is over): before it is
-        recalibrated, let it act for >= `steps` transitions from the next episode start, then
-        let a fresh copy of the stored model it was forked from act as long (no learning, the
-        detector silent, the same gate), and keep whichever's episodes returned more
-        (`review_step`). Fine-tuning on the new world alone can lose what the old model already
-        did well there (Hopper mass x2: 285 frozen, 173 fine-tuned)."""
-        self.review = {"stage": "learnt", "start": None, "steps": steps, "learnt": None,
+    def start_review(self, state, steps: int) -> World:
+        """The new world's model `state` has learnt (its learning window is over): before it is
+        kept, a fresh copy of the stored model it was copied from acts (no learning, the
+        detector silent, the same gate) for >= `steps` transitions from the next episode start,
+        then the learnt model as long, and the one whose episodes returned more is kept
+        (`review_step`). Returns the source world (a copy of its state) to deploy now. The
+        learnt model goes second so that its turn can already be its calibration data (the
+        likely outcome where learning helped: HalfCheetah). Fine-tuning on the new world alone
+        can lose what the old model already did well there (Hopper mass x2: 285 frozen, 173
+        fine-tuned)."""
+        self.review = {"stage": "source", "start": None, "steps": steps, "learnt": _copy(state),
                        "returns": {"learnt": [], "source": []}}  # fmt: skip
+        return self._source()
 
-    def review_step(self, replay, state, *, episode_end: bool, returns=()):
-        """While reviewing, after each env step (as `probe_step`; `state`: the deployed one):
-        None (go on), ('source', a copy of the source model's state: deploy it) once the learnt
-        model has had its turn, or ('kept', the state to deploy and recalibrate for the new
-        world: the source's or the learnt one, by their mean episode return; ties keep the
-        learnt one). The outcome goes into the alarm's record under 'review'."""
+    def review_step(self, replay, *, episode_end: bool, returns=()):
+        """While reviewing, after each env step (as `probe_step`): None (go on), ('learnt', the
+        learnt state: deploy it; from here its episodes may be held out for its calibration)
+        once the source model has had its turn, then ('kept', None: keep the learnt model
+        deployed, or the source World to deploy and recalibrate instead), by the two turns'
+        mean episode return (ties keep the learnt one). The outcome goes into the alarm's
+        record under 'review'."""
         r = self.review
-        if r["start"] is None:  # the episode under way began while the model was learning
+        if r["start"] is None:  # the episode under way began with the other model acting
             if episode_end:
                 r["start"] = replay.added
             return None
         r["returns"][r["stage"]].extend(returns)
         if not episode_end or replay.added - r["start"] < r["steps"]:
             return None
-        if r["stage"] == "learnt":
-            r |= {"stage": "source", "start": replay.added, "learnt": _copy(state)}
-            return ("source", _copy(self.worlds[self.forked_from].state))
+        if r["stage"] == "source":
+            r |= {"stage": "learnt", "start": replay.added}
+            return ("learnt", r["learnt"])
         shown = {k: float(np.mean(v)) if v else math.nan for k, v in r["returns"].items()}
         keep = "source" if shown["source"] > shown["learnt"] else "learnt"
         if self.record is not None:
             self.record["review"] = {"source": self.forked_from, "returns": shown, "kept": keep}
+        source = self._source() if keep == "source" else None
         self.review = self.forked_from = None
-        return ("kept", state if keep == "source" else r["learnt"])
+        return ("kept", source)
+
+    def _source(self) -> World:
+        w = self.worlds[self.forked_from]
+        return dataclasses.replace(w, state=_copy(w.state))
 
     def _deploy(self, j: int) -> World:
         self.current = j

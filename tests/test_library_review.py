@@ -30,23 +30,29 @@ def test_review_keeps_the_model_whose_episodes_returned_more(learnt_returns, sou
     lib.record = {}
     lib._new_world("mass 2")  # learnt from world 0 (as on_alarm / probe_step do)
     assert (lib.forked_from, lib.current) == (0, 1)
-    lib.start_review(10)
-    replay, learnt = _Replay(), _state(2)
+    learnt = _state(2)
+    source = lib.start_review(learnt, 10)  # the source acts first: a copy of world 0's model
+    assert float(source.state["w"][0]) == 1.0 and source.reference == ("ref",)
+    assert source.state["w"] is not lib.worlds[0].state["w"]  # the stored one survives donation
+    replay = _Replay()
 
-    def step(n, *, end, returns=(), state=learnt):
+    def step(n, *, end, returns=()):
         replay.added += n
-        return lib.review_step(replay, state, episode_end=end, returns=returns)
+        return lib.review_step(replay, episode_end=end, returns=returns)
 
-    assert step(4, end=False) is None  # the episode under way began while learning
+    assert step(4, end=False) is None  # the episode under way began with the learnt model
     assert step(3, end=True, returns=[999.0]) is None  # ... its return does not count
-    assert step(6, end=True, returns=learnt_returns[:1]) is None  # 6 < 10 transitions
+    assert step(6, end=True, returns=source_returns[:1]) is None  # 6 < 10 transitions
     assert step(5, end=False) is None  # 11, but mid-episode
-    stage, source = step(1, end=True, returns=learnt_returns[1:])
-    assert stage == "source" and float(source["w"][0]) == 1.0  # a copy of world 0's model
-    assert source["w"] is not lib.worlds[0].state["w"]  # the stored one survives donation
-    assert step(9, end=True, returns=source_returns[:1], state=source) is None  # counted anew
-    stage, state = step(12, end=True, returns=source_returns[1:], state=source)
-    assert stage == "kept" and float(state["w"][0]) == (1.0 if kept == "source" else 2.0)
+    stage, state = step(1, end=True, returns=source_returns[1:])
+    assert stage == "learnt" and float(state["w"][0]) == 2.0  # its turn
+    assert step(9, end=True, returns=learnt_returns[:1]) is None  # counted anew
+    stage, world = step(12, end=True, returns=learnt_returns[1:])
+    assert stage == "kept"
+    if kept == "learnt":
+        assert world is None  # the learnt model stays deployed
+    else:
+        assert float(world.state["w"][0]) == 1.0 and world.state["w"] is not source.state["w"]
     assert lib.record["review"] == {
         "source": 0, "kept": kept,
         "returns": {"learnt": np.mean(learnt_returns), "source": np.mean(source_returns)},
