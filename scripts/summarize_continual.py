@@ -1,6 +1,6 @@
 """Per-phase figures of a continual-learning result against from-scratch references.
 
-`python -m scripts.summarize_continual RESULT.json [--scratch "mass 2"=RUN_DIR ...]`
+`python -m scripts.summarize_continual RESULT.json [--scratch "mass 2"=RUN_DIR ...] [--scratch-from OLD_summary.json]`
 
 For each mode and phase: detection delay (alarm step - switch step; an alarm before the first
 switch is a false alarm), abstain rate in the first and last 3 episodes, return in the first
@@ -34,14 +34,16 @@ def _scratch_reference(run_dir: Path) -> tuple[float, int]:
     return float(np.mean([e["return"] for e in eps[-3:]])), int(eps[-1]["env_step"])
 
 
-def summarize(result: dict, scratch: dict[str, Path]) -> dict:
-    refs = {w: _scratch_reference(p) for w, p in scratch.items()}
+def summarize(result: dict, scratch: dict[str, Path], known: dict | None = None) -> dict:
+    """`known`: a previous summary's "scratch" block, reused for worlds not in `scratch`."""
+    refs = {w: (v["return"], v["steps"]) for w, v in (known or {}).items()}
+    runs = {w: v["run"] for w, v in (known or {}).items()}
+    refs |= {w: _scratch_reference(p) for w, p in scratch.items()}
+    runs |= {w: str(p) for w, p in scratch.items()}
     out = {
         "env": result.get("env"),
         "modes": {},
-        "scratch": {
-            w: {"return": r, "steps": s, "run": str(scratch[w])} for w, (r, s) in refs.items()
-        },
+        "scratch": {w: {"return": r, "steps": s, "run": runs[w]} for w, (r, s) in refs.items()},
     }
     for mode, r in result["modes"].items():
         phases = r["phases"]
@@ -99,10 +101,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--scratch", nargs="*", default=[], help='WORLD=RUN_DIR, WORLD as in the result ("mass 2")'
     )
+    p.add_argument(
+        "--scratch-from",
+        type=Path,
+        help="a previous *_summary.json whose from-scratch references to reuse (the runs may be gone)",
+    )
     args = p.parse_args(argv)
+    bad = [s for s in args.scratch if "=" not in s]
+    if bad:
+        p.error(
+            f'--scratch {bad[0]!r}: expected WORLD=RUN_DIR, e.g. "mass 2"=runs/scratch/HC-mass2'
+        )
     scratch = dict(s.split("=", 1) for s in args.scratch)
+    known = json.loads(args.scratch_from.read_text())["scratch"] if args.scratch_from else None
     summary = summarize(
-        json.loads(args.result.read_text()), {k: Path(v) for k, v in scratch.items()}
+        json.loads(args.result.read_text()), {k: Path(v) for k, v in scratch.items()}, known
     )
     summary["command"] = "python -m scripts.summarize_continual " + " ".join(
         sys.argv[1:] if argv is None else argv

@@ -118,6 +118,15 @@ def test_continual_schedule_runs_every_mode(tmp_path):
         "original",
         "actuator_offset 0.8",
     ]
+    # references kept in an older summary serve when their scratch runs are gone
+    old = tmp_path / "old_summary.json"
+    ref = {"return": 1e9, "steps": 4000, "run": "/gone/scratch-offset"}
+    old.write_text(json.dumps({"scratch": {"actuator_offset 0.8": ref}}))
+    assert summarize_continual.main([str(path), "--scratch-from", str(old)]) == 0
+    summary = json.loads(path.with_name(path.stem + "_summary.json").read_text())
+    assert summary["scratch"]["actuator_offset 0.8"] == ref
+    shifted = summary["modes"]["adaptive"]["phases"][1]
+    assert shifted["scratch_return"] == 1e9 and shifted["steps_to_90pct"] is None
 
 
 def test_continual_bad_schedule_is_one_error_line(tmp_path, capsys):
