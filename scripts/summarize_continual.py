@@ -4,10 +4,11 @@
 
 For each mode and phase: detection delay (alarm step - switch step; an alarm before the first
 switch is a false alarm), abstain rate in the first and last 3 episodes, return in the first
-and last 3 episodes, and — where a from-scratch run of that world is given (a `scripts.train`
-run with the world's `shift.*` and the same episode length) — the env steps after the switch
-until the 3-episode moving average of the return reaches 90% of the scratch run's final return
-(mean of its last 3 training episodes), and that as a fraction of the scratch run's steps.
+and last 3 episodes, the reward per env step over the phase's episodes, and — where a
+from-scratch run of that world is given (a `scripts.train` run with the world's `shift.*` and
+the same episode length) — the env steps after the switch until the 3-episode moving average
+of the return reaches 90% of the scratch run's final return (mean of its last 3 training
+episodes), and that as a fraction of the scratch run's steps.
 Forgetting: the original world's greedy prior-policy return after the schedule vs before.
 Writes RESULT with suffix _summary.json and prints a table.
 """
@@ -32,6 +33,13 @@ def _scratch_reference(run_dir: Path) -> tuple[float, int]:
     ]
     eps = [e for e in eps if e["kind"] == "episode"]
     return float(np.mean([e["return"] for e in eps[-3:]])), int(eps[-1]["env_step"])
+
+
+def _per_step(episodes: list[dict]) -> float | None:
+    """Reward per env step over whole episodes (sum of returns / sum of lengths): a phase's
+    showing that short failed episodes do not outweigh (a mean of returns counts each alike)."""
+    steps = sum(e.get("length", 0) for e in episodes)
+    return float(sum(e["return"] for e in episodes) / steps) if steps else None
 
 
 def summarize(result: dict, scratch: dict[str, Path], known: dict | None = None) -> dict:
@@ -63,7 +71,8 @@ def summarize(result: dict, scratch: dict[str, Path], known: dict | None = None)
                    "abstain_first3": float(np.mean([e["abstain_rate"] for e in ph_eps[:3]])) if ph_eps else None,
                    "abstain_last3": float(np.mean([e["abstain_rate"] for e in ph_eps[-3:]])) if ph_eps else None,
                    "return_first3": float(np.mean([e["return"] for e in ph_eps[:3]])) if ph_eps else None,
-                   "return_last3": float(np.mean([e["return"] for e in ph_eps[-3:]])) if ph_eps else None}  # fmt: skip
+                   "return_last3": float(np.mean([e["return"] for e in ph_eps[-3:]])) if ph_eps else None,
+                   "episodes": len(ph_eps), "reward_per_step": _per_step(ph_eps)}  # fmt: skip
             if p["world"] in refs and ph_eps:
                 ref, ref_steps = refs[p["world"]]
                 rets = np.array([e["return"] for e in ph_eps])
@@ -131,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 else ""
             )
             print(
-                f"  {r['world']:>20}: alarms {r['alarms']} delay {r['delay']} abstain {r['abstain_first3']}->{r['abstain_last3']} return {r['return_first3']}->{r['return_last3']}{extra}"
+                f"  {r['world']:>20}: alarms {r['alarms']} delay {r['delay']} abstain {r['abstain_first3']}->{r['abstain_last3']} return {r['return_first3']}->{r['return_last3']} per step {r['reward_per_step']}{extra}"
             )
     write_result(args.result.with_name(args.result.stem + "_summary.json"), summary)
     return 0
