@@ -12,7 +12,9 @@ copy of the model whose episodes since the change returned most (the current one
 one) is fine-tuned on the new world's data only, with the boost; once it has learnt, it and the
 model it came from each act `review_steps` and the one whose episodes returned more is kept;
 with `shadow` the model it came from acts during the whole learning window instead, the copy
-learning from what it meets, so the learning copy never acts before its review turn).
+learning from what it meets, so the learning copy never acts before its review turn; with
+`keep_within` >= 0 a new world whose episodes the model it came from returns about as much as
+in its own world (`Library.copes`) is not learnt at all: only the gate is recalibrated).
 In the learning modes the
 new world's share of a batch ramps up over its first
 `ramp` transitions (`new_world_share`). A detection is a suspicion confirmed by a second one
@@ -68,9 +70,8 @@ class ContinualConfig:
     known_level: float = 0.25  # library: a stored world is recalled if its gate abstains on <= this
     probe_steps: int = 250  # library: transitions each stored world is tried out for (0: no probes)
     review_steps: int = 500  # library: learnt model vs its source, each acting this long (0: none)
-    shadow: bool = (
-        False  # library: the source acts while the new world's copy learns (its review turn)
-    )
+    shadow: bool = False  # library: the source acts while a new world's copy learns
+    keep_within: float = -1.0  # library: no learning where the source copes (<0: off)
 
     def __post_init__(self):
         if not 0.0 <= self.new_share <= 1.0:
@@ -280,7 +281,12 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                         boost_until = step_no + cc.boost_steps
                         recalib_at = adapt_until = step_no + cc.recalib_after
                         calibrator.hold_next()
-                        actor = shadow_source()
+                        shown = library.record.get("returns_shown", {}).get(library.forked_from)
+                        if library.copes([] if shown is None else [shown], within=cc.keep_within):
+                            state, reference = deploy(library.keep_as_is(), watch=False)
+                            recalib_at, adapt_until, boost_until = step_no, -1, -1
+                        else:
+                            actor = shadow_source()
                     emit("probe", step_no, {"verdict": verdict[0], "world": library.current})
             else:
                 confirmed = detector.update(
@@ -314,6 +320,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                         kind=calibrator.cfg.score, window=calibrator.cfg.window,
                         level=cc.known_level, name=phases[-1]["world"], step=step_no,
                         probe_steps=cc.probe_steps, returns=[r for s, r in lived if s > detected],
+                        before=[r for s, r in lived if s <= detected][-5:],
                     )  # fmt: skip
                     phases[-1].setdefault("recognition", []).append(record)
                     if world is not None:  # deploy it as it was left: no learning, its own gate
@@ -324,7 +331,13 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 if mode != "frozen" and answer == "new":  # frozen: no learning, no recalibration
                     recalib_at = adapt_until = step_no + cc.recalib_after
                     calibrator.hold_next()  # the new world's calibration data
-                    actor = shadow_source() if library is not None else None
+                    if library is not None and library.copes(
+                        [r for t, r in lived if t > detected], within=cc.keep_within
+                    ):  # its model already does as well here: recalibrate its gate only
+                        state, reference = deploy(library.keep_as_is(), watch=False)
+                        recalib_at, adapt_until, boost_until = step_no, -1, -1
+                    else:
+                        actor = shadow_source() if library is not None else None
                 emit("alarm", step_no, {"delay": detected - switch_step, "detected": detected,
                                         "world": phases[-1]["world"]})  # fmt: skip
             for ep in step.episodes:

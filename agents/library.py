@@ -43,14 +43,16 @@ MIN_STREAM = 100  # transitions a recognition looks at, at least (a late-confirm
 @dataclasses.dataclass(frozen=True)
 class World:
     """One stored world: its model `state` (TrainState), gate `calib`, the change detector's
-    `reference` ((scores, episodes, terminated), as `ChangeDetector.reset` takes them) and the
+    `reference` ((scores, episodes, terminated), as `ChangeDetector.reset` takes them), the
     `name` of the schedule world it was created in (for the report only: the agent never
-    reads it)."""
+    reads it) and the return `level` its model reached there (what `Library.copes` weighs a
+    new world's returns against)."""
 
     state: Any
     calib: Calibration
     reference: tuple
     name: str
+    level: float = math.nan  # mean return of its model's last episodes in it (NaN: not known)
 
 
 def stream_report(agent, params, calib: Calibration, stream: dict, *, kind, window) -> dict:
@@ -148,7 +150,7 @@ class Library:
 
     def on_alarm(self, agent, state, calib: Calibration, reference: tuple, stream: dict, *,
                  kind: str, window: int, level: float, name: str, step: int,
-                 probe_steps: int = 0, returns=()):  # fmt: skip
+                 probe_steps: int = 0, returns=(), before=()):  # fmt: skip
         """A confirmed change while (state, calib, reference) is deployed: store it as the
         current world, then (action, World | None, record): ('recall', the stored world
         `recognise` finds for `stream`, with its own copy of the state, to deploy), ('probe',
@@ -156,9 +158,11 @@ class Library:
         each env step from here) or ('new', None: keep `state` and learn; a new world named
         `name` is listed, its state stored at its own next change). `returns`: those of the
         episodes the deployed model finished since the detection (its showing in the new world,
-        weighed against the probed worlds' if none is recalled)."""
+        weighed against the probed worlds' if none is recalled); `before`: those of its last
+        episodes before the detection (its return level in the world left, if any)."""
         w = self.worlds[self.current]
-        self.worlds[self.current] = World(_copy(state), calib, reference, w.name)
+        own = float(np.mean(before)) if len(before) else w.level
+        self.worlds[self.current] = World(_copy(state), calib, reference, w.name, own)
         known, report = recognise(
             agent, self.worlds, self.current, stream, kind=kind, window=window, level=level
         )
@@ -269,6 +273,27 @@ class Library:
         source = self._source() if keep == "source" else None
         self.review = self.forked_from = None
         return ("kept", source)
+
+    def copes(self, returns, *, within: float) -> bool:
+        """Whether the model a new world's copy comes from (`forked_from`) already does as well
+        there: its episodes' mean return in the new world (`returns`; at least one) is at least
+        its level in its own world minus `within` times its magnitude. Then there is nothing to
+        learn, only the gate to recalibrate (Hopper: a policy that keeps its gait under mass x2
+        and gain x0.5, where fine-tuning on the new world alone made it fall). False without
+        returns or a known level, or with `within` < 0 (off)."""
+        level = self.worlds[self.forked_from].level if self.forked_from is not None else math.nan
+        if within < 0 or not len(returns) or not math.isfinite(level):
+            return False
+        return bool(np.mean(returns) >= level - within * abs(level))
+
+    def keep_as_is(self) -> World:
+        """The new world keeps a copy of its source's model (`copes`): no learning, no review;
+        returns it to deploy (with the source's gate until it is recalibrated)."""
+        source = self._source()
+        if self.record is not None:
+            self.record["kept_as_is"] = self.forked_from
+        self.forked_from = None
+        return source
 
     def _source(self) -> World:
         w = self.worlds[self.forked_from]

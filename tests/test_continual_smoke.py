@@ -89,6 +89,17 @@ def test_continual_schedule_runs_every_mode(tmp_path):
     fork = verdicts[0] if new["probes"] else new["step"]  # where the copy began to learn
     turns = [e["step"] for e in sh["events"] if e["kind"] == "review" and e.get("stage")]
     assert turns and turns[0] >= fork + 10  # not before the learning window (recalib_after) ends
+    # keep_within: a source that returns about as much in the new world is kept, gate recalibrated
+    keep_out = tmp_path / "keep"
+    common[common.index(str(shadow_out))] = str(keep_out)
+    assert continual_script.main([*common, "continual.keep_within=1e6", "--modes", "library"]) == 0
+    (keep_path,) = keep_out.glob("continual_*.json")
+    kp = json.loads(keep_path.read_text())["modes"]["library"]
+    asked = [r for p in kp["phases"] for r in p.get("recognition", [])]
+    assert asked and all("kept_as_is" in r for r in asked if r["answer"] == "new")
+    assert kp["updates"] == 0 and not [e for e in kp["events"] if e["kind"] == "review"]
+    alarm = next(e["step"] for e in kp["events"] if e["kind"] == "alarm")
+    assert [e for e in kp["events"] if e["kind"] == "calibration" and e["step"] > alarm]
     for mode, r in result["modes"].items():
         phases = r["phases"]
         assert [p["world"] for p in phases] == ["original", "actuator_offset 0.8"]

@@ -2,6 +2,8 @@
 copied from each act, and the one whose episodes returned more is kept (no model needed: the
 review moves states and reads returns only)."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -87,3 +89,21 @@ def test_shadow_review_gives_the_source_the_learning_window():
         "source": 0, "kept": "source", "shadow": True,
         "returns": {"learnt": 100.0, "source": 250.0},
     }  # fmt: skip
+
+
+def test_a_source_that_copes_is_kept_as_it_is():
+    """continual.keep_within: no learning where the source's episodes in the new world return at
+    least its own world's level minus that share of its magnitude."""
+    lib = Library(_state(1), None, ("ref",), "original")
+    lib.record = {}
+    lib._new_world("mass 2")
+    assert not lib.copes([1e9], within=0.1)  # its level is not known yet: learn
+    lib.worlds[0] = dataclasses.replace(lib.worlds[0], level=300.0)
+    assert lib.copes([280.0, 262.0], within=0.1)  # mean 271 >= 270
+    assert not lib.copes([269.0], within=0.1)
+    assert not lib.copes([], within=0.1) and not lib.copes([999.0], within=-1.0)
+    lib.worlds[0] = dataclasses.replace(lib.worlds[0], level=-100.0)
+    assert lib.copes([-109.0], within=0.1) and not lib.copes([-111.0], within=0.1)
+    world = lib.keep_as_is()
+    assert float(world.state["w"][0]) == 1.0 and world.state["w"] is not lib.worlds[0].state["w"]
+    assert lib.record["kept_as_is"] == 0 and lib.forked_from is None and lib.current == 1
