@@ -182,6 +182,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
     ends = np.cumsum([s for s, _ in schedule])
     phase, since, switch_step, boost_until, adapt_until = 0, 0, 0, -1, -1
     recalib_at, pending_switch, collect_from, held_from, level = None, False, None, 0, 0
+    collect_step = 0  # env step where collect_from was set
     held_eps = 0  # held-out episodes finished since collect_from
     phases = [_phase(world_name(schedule[0][1]), 0)]
     ep_abstain = ep_decisions = updates = decision = 0
@@ -320,7 +321,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                         kind=calibrator.cfg.score, window=calibrator.cfg.window,
                         level=cc.known_level, name=phases[-1]["world"], step=step_no,
                         probe_steps=cc.probe_steps, returns=[r for s, r in lived if s > detected],
-                        before=[r for s, r in lived if s <= detected][-5:],
+                        before=[r for s, r in lived if s <= detected],
                     )  # fmt: skip
                     phases[-1].setdefault("recognition", []).append(record)
                     if world is not None:  # deploy it as it was left: no learning, its own gate
@@ -374,7 +375,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 # every episode from here, acted by this model (episodes acted before or during
                 # adaptation are stale for the bias test, which also sees how the policy acts)
                 calibrator.hold_all, collect_from, held_from = True, replay.added, replay.held
-                level, held_eps = 0, 0
+                level, held_eps, collect_step = 0, 0, driver.env_steps
             # recalibrate at an episode end each time the new world's held-out data reaches the
             # next level: (1) enough decisions for a finite conformal threshold (a few times
             # 1 / alpha after the bias kinds' fit split), the gate's windowed max alone; (2)
@@ -404,6 +405,8 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                     if level == 3:
                         recalib_at = collect_from = None
                         calibrator.hold_all = False
+                        if library is not None:  # its return level in the world just learnt
+                            library.set_level([r for t, r in lived if t > collect_step])
             if phase + 1 < len(schedule) and driver.env_steps >= ends[phase]:
                 phase, pending_switch = phase + 1, True
     finally:

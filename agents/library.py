@@ -158,10 +158,11 @@ class Library:
         each env step from here) or ('new', None: keep `state` and learn; a new world named
         `name` is listed, its state stored at its own next change). `returns`: those of the
         episodes the deployed model finished since the detection (its showing in the new world,
-        weighed against the probed worlds' if none is recalled); `before`: those of its last
-        episodes before the detection (its return level in the world left, if any)."""
+        weighed against the probed worlds' if none is recalled); `before`: those of its
+        episodes before the detection, the median of which is its return level in the world
+        left if that is not known yet (`set_level`)."""
         w = self.worlds[self.current]
-        own = float(np.mean(before)) if len(before) else w.level
+        own = w.level if math.isfinite(w.level) or not len(before) else float(np.median(before))
         self.worlds[self.current] = World(_copy(state), calib, reference, w.name, own)
         known, report = recognise(
             agent, self.worlds, self.current, stream, kind=kind, window=window, level=level
@@ -273,6 +274,14 @@ class Library:
         source = self._source() if keep == "source" else None
         self.review = self.forked_from = None
         return ("kept", source)
+
+    def set_level(self, returns) -> None:
+        """The deployed world's return level: the median return of the episodes its model acted
+        for its gate's final calibration (those that armed the change detector: in its world, as
+        the gate assumes). Episodes between a change and its detection are not in it."""
+        if len(returns):
+            w = self.worlds[self.current]
+            self.worlds[self.current] = dataclasses.replace(w, level=float(np.median(returns)))
 
     def copes(self, returns, *, within: float) -> bool:
         """Whether the model a new world's copy comes from (`forked_from`) already does as well
