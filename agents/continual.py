@@ -71,7 +71,7 @@ class ContinualConfig:
     probe_steps: int = 250  # library: transitions each stored world is tried out for (0: no probes)
     review_steps: int = 500  # library: learnt model vs its source, each acting this long (0: none)
     shadow: bool = False  # library: the source acts while a new world's copy learns
-    keep_within: float = -1.0  # library: no learning where the source copes (<0: off)
+    keep_within: float = 0.1  # library: no learning where the source copes (<0: off)
 
     def __post_init__(self):
         if not 0.0 <= self.new_share <= 1.0:
