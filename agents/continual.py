@@ -11,12 +11,9 @@ if its gate's abstain share is typical of its own world (agents.library.probe_ve
 copy of the model whose episodes since the change returned most (the current one, or a probed
 one) is fine-tuned on the new world's data only, with the boost; once it has learnt, it and the
 model it came from each act `review_steps` and the one whose episodes returned more is kept;
-with `shadow` the model it came from acts during the whole learning window instead, the copy
-learning from what it meets, so the learning copy never acts before its review turn; with
-`keep_within` >= 0 a new world whose episodes the model it came from returns about as much as
-in its own world (`Library.copes`) is not learnt at all: only the gate is recalibrated).
-In the learning modes the
-new world's share of a batch ramps up over its first
+with `keep_within` >= 0 a new world in which the model it would come from returns about as
+much as in its own world (`Library.copes`) is not learnt at all: only the gate is
+recalibrated). In the learning modes the new world's share of a batch ramps up over its first
 `ramp` transitions (`new_world_share`). A detection is a suspicion confirmed by a second one
 (`change.confirm`); the agent keeps acting under its gate meanwhile and adapts once confirmed. The deployed model changes only after a detected change: it learns for
 `recalib_after` steps, then holds out every episode acted by the adapted model and is
@@ -70,7 +67,6 @@ class ContinualConfig:
     known_level: float = 0.25  # library: a stored world is recalled if its gate abstains on <= this
     probe_steps: int = 250  # library: transitions each stored world is tried out for (0: no probes)
     review_steps: int = 500  # library: learnt model vs its source, each acting this long (0: none)
-    shadow: bool = False  # library: the source acts while a new world's copy learns
     keep_within: float = 0.1  # library: no learning where the source copes (<0: off)
 
     def __post_init__(self):
@@ -187,7 +183,6 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
     phases = [_phase(world_name(schedule[0][1]), 0)]
     ep_abstain = ep_decisions = updates = decision = 0
     lived: list[tuple[int, float]] = []  # library: the latest episodes' (end step, return)
-    actor = None  # library, continual.shadow: the source model acting while `state` learns
     library = (  # mode 'library': the stored worlds
         Library(state, calibrator.calib, reference, phases[0]["world"])
         if mode == "library"
@@ -212,13 +207,6 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
         phases[0][f"original_return_{when}"] = r["mean"]
         phases[0][f"original_returns_{when}"] = r["returns"]
 
-    def shadow_source():
-        """continual.shadow: the source keeps acting while the new world's copy learns from
-        what it meets, and those episodes are its review turn (None: the copy acts and learns)."""
-        if not (cc.shadow and cc.review_steps):
-            return None
-        return library.start_review(None, cc.review_steps, shadow=True).state
-
     eval_original("before", state)
     phases[0] |= {"detector_armed": detector.armed, "detector_h": detector.h,
                   "detector_episodes": detector.episodes}  # fmt: skip
@@ -234,7 +222,7 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
             # deployed: act greedily, as the calibration episodes were acted (with exploration
             # noise the bias test sees the changed actions: 34% abstained on a 6k Hopper agent)
             action, carry, info = agent.act(
-                state if actor is None else actor, carry, driver.obs, driver.first, key=key_for(seed, "continual", decision),
+                state, carry, driver.obs, driver.first, key=key_for(seed, "continual", decision),
                 explore=False, plan=tc.plan, calib=calibrator.calib,
             )  # fmt: skip
             info = jax.device_get(info)
@@ -259,11 +247,9 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
             if library is not None and library.review is not None:  # learnt vs its source
                 out = library.review_step(
                     replay, episode_end=ended, returns=[r for _, r in finished],
-                    ready=recalib_at is None or driver.env_steps >= recalib_at,
                 )  # fmt: skip
                 if out is not None and out[0] == "learnt":  # its turn: its calibration data too
-                    state = state if out[1] is None else out[1]  # (shadow: the one learning)
-                    actor, recalib_at = None, driver.env_steps
+                    state, recalib_at = out[1], driver.env_steps
                 elif out is not None and out[1] is not None:  # the source kept: calibrate anew
                     state, reference = deploy(out[1], watch=False)
                     recalib_at, collect_from = driver.env_steps, None
@@ -286,8 +272,6 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                         if library.copes([] if shown is None else [shown], within=cc.keep_within):
                             state, reference = deploy(library.keep_as_is(), watch=False)
                             recalib_at, adapt_until, boost_until = step_no, -1, -1
-                        else:
-                            actor = shadow_source()
                     emit("probe", step_no, {"verdict": verdict[0], "world": library.current})
             else:
                 confirmed = detector.update(
@@ -337,8 +321,6 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                     ):  # its model already does as well here: recalibrate its gate only
                         state, reference = deploy(library.keep_as_is(), watch=False)
                         recalib_at, adapt_until, boost_until = step_no, -1, -1
-                    else:
-                        actor = shadow_source() if library is not None else None
                 emit("alarm", step_no, {"delay": detected - switch_step, "detected": detected,
                                         "world": phases[-1]["world"]})  # fmt: skip
             for ep in step.episodes:

@@ -58,37 +58,8 @@ def test_review_keeps_the_model_whose_episodes_returned_more(learnt_returns, sou
     assert lib.record["review"] == {
         "source": 0, "kept": kept,
         "returns": {"learnt": np.mean(learnt_returns), "source": np.mean(source_returns)},
-        "shadow": False,
     }  # fmt: skip
     assert lib.review is None and lib.forked_from is None and lib.current == 1
-
-
-def test_shadow_review_gives_the_source_the_learning_window():
-    """continual.shadow: the source acts from the fork on; its turn ends only once the caller's
-    learning window is over (`ready`), and the learnt state is the caller's (None here)."""
-    lib = Library(_state(1), None, ("ref",), "original")
-    lib.record = {}
-    lib._new_world("mass 2")
-    source = lib.start_review(None, 10, shadow=True)
-    assert float(source.state["w"][0]) == 1.0
-    replay = _Replay()
-
-    def step(n, *, end, returns=(), ready=True):
-        replay.added += n
-        return lib.review_step(replay, episode_end=end, returns=returns, ready=ready)
-
-    assert step(2, end=True, returns=[5.0]) is None  # the handover episode does not count
-    assert step(12, end=True, returns=[300.0], ready=False) is None  # still learning
-    assert step(12, end=True, returns=[200.0], ready=False) is None
-    assert step(3, end=False) is None  # ready, but mid-episode
-    assert step(3, end=True, returns=[250.0]) == ("learnt", None)  # deploy the caller's copy
-    assert step(4, end=True, returns=[99.0]) is None  # 4 < 10 of its own
-    stage, world = step(6, end=True, returns=[101.0])
-    assert stage == "kept" and float(world.state["w"][0]) == 1.0  # the source's 250 > 100
-    assert lib.record["review"] == {
-        "source": 0, "kept": "source", "shadow": True,
-        "returns": {"learnt": 100.0, "source": 250.0},
-    }  # fmt: skip
 
 
 def test_a_source_that_copes_is_kept_as_it_is():
