@@ -245,9 +245,8 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
             if library is not None:  # (end step, return) of the latest episodes
                 lived = (lived + finished)[-100:]
             if library is not None and library.review is not None:  # learnt vs its source
-                out = library.review_step(
-                    replay, episode_end=ended, returns=[r for _, r in finished],
-                )  # fmt: skip
+                out = library.review_step(replay, episode_end=ended,
+                                          returns=[r for _, r in finished])  # fmt: skip
                 if out is not None and out[0] == "learnt":  # its turn: its calibration data too
                     state, recalib_at = out[1], driver.env_steps
                 elif out is not None and out[1] is not None:  # the source kept: calibrate anew

@@ -52,7 +52,7 @@ class World:
     calib: Calibration
     reference: tuple
     name: str
-    level: float = math.nan  # mean return of its model's last episodes in it (NaN: not known)
+    level: float = math.nan  # median return of the episodes it was calibrated on (NaN: unknown)
 
 
 def stream_report(agent, params, calib: Calibration, stream: dict, *, kind, window) -> dict:
@@ -240,8 +240,7 @@ class Library:
         fine-tuned). (Letting the source act through the whole learning window instead, the
         copy learning from its data alone, was measured and dropped: the copies then returned
         -19 against 142 on HalfCheetah mass x2, `continual_v12/shadow`.)"""
-        self.review = {"stage": "source", "start": None, "steps": steps,
-                       "learnt": _copy(state),
+        self.review = {"stage": "source", "start": None, "steps": steps, "learnt": _copy(state),
                        "returns": {"learnt": [], "source": []}}  # fmt: skip
         return self._source()
 

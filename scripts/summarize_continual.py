@@ -122,7 +122,14 @@ def main(argv: list[str] | None = None) -> int:
             f'--scratch {bad[0]!r}: expected WORLD=RUN_DIR, e.g. "mass 2"=runs/scratch/HC-mass2'
         )
     scratch = dict(s.split("=", 1) for s in args.scratch)
-    known = json.loads(args.scratch_from.read_text())["scratch"] if args.scratch_from else None
+    known = None
+    if args.scratch_from is not None:
+        try:
+            known = json.loads(args.scratch_from.read_text())["scratch"]
+        except (OSError, ValueError, KeyError) as e:
+            p.error(
+                f"--scratch-from {args.scratch_from}: not a summary with a 'scratch' block ({e})"
+            )
     summary = summarize(
         json.loads(args.result.read_text()), {k: Path(v) for k, v in scratch.items()}, known
     )
