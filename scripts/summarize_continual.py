@@ -4,11 +4,12 @@
 
 For each mode and phase: detection delay (alarm step - switch step; an alarm before the first
 switch is a false alarm), abstain rate in the first and last 3 episodes, return in the first
-and last 3 episodes, the reward per env step over the phase's episodes, and — where a
-from-scratch run of that world is given (a `scripts.train` run with the world's `shift.*` and
-the same episode length) — the env steps after the switch until the 3-episode moving average
-of the return reaches 90% of the scratch run's final return (mean of its last 3 training
-episodes), and that as a fraction of the scratch run's steps.
+and last 3 episodes, the mean return and the reward per env step over all the phase's
+episodes (Hopper: an agent that falls sooner can gain per step and lose per episode), and —
+where a from-scratch run of that world is given (a `scripts.train` run with the world's
+`shift.*` and the same episode length) — the env steps after the switch until the 3-episode
+moving average of the return reaches 90% of the scratch run's final return (mean of its last 3
+training episodes), and that as a fraction of the scratch run's steps.
 Forgetting: the original world's greedy prior-policy return after the schedule vs before.
 Writes RESULT with suffix _summary.json and prints a table.
 """
@@ -72,7 +73,8 @@ def summarize(result: dict, scratch: dict[str, Path], known: dict | None = None)
                    "abstain_last3": float(np.mean([e["abstain_rate"] for e in ph_eps[-3:]])) if ph_eps else None,
                    "return_first3": float(np.mean([e["return"] for e in ph_eps[:3]])) if ph_eps else None,
                    "return_last3": float(np.mean([e["return"] for e in ph_eps[-3:]])) if ph_eps else None,
-                   "episodes": len(ph_eps), "reward_per_step": _per_step(ph_eps)}  # fmt: skip
+                   "episodes": len(ph_eps), "return_mean": float(np.mean([e["return"] for e in ph_eps])) if ph_eps else None,
+                   "reward_per_step": _per_step(ph_eps)}  # fmt: skip
             if p["world"] in refs and ph_eps:
                 ref, ref_steps = refs[p["world"]]
                 rets = np.array([e["return"] for e in ph_eps])

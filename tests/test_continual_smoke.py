@@ -135,6 +135,8 @@ def test_continual_schedule_runs_every_mode(tmp_path):
     late = [e for e in eps if e["step"] > lo]
     per_step = sum(e["return"] for e in late) / sum(e["length"] for e in late)
     assert abs(summary["modes"]["adaptive"]["phases"][1]["reward_per_step"] - per_step) < 1e-9
+    mean = sum(e["return"] for e in late) / len(late)
+    assert abs(summary["modes"]["adaptive"]["phases"][1]["return_mean"] - mean) < 1e-9
     # references kept in an older summary serve when their scratch runs are gone
     old = tmp_path / "old_summary.json"
     ref = {"return": 1e9, "steps": 4000, "run": "/gone/scratch-offset"}
