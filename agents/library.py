@@ -113,12 +113,17 @@ def probe_verdict(rate: float, world: World, *, level: float, alpha: float):
     (an episode's share is heavy-tailed: most near 0, a few high, e.g. 0.23 over the last three
     episodes of Hopper's unchanged first phase). A probe spanning several episodes is compared
     with single episodes (its mean varies less than one's: accepting is then easier). p is NaN
-    without reference episodes."""
+    without reference episodes; with fewer than 1 / alpha - 1 of them (no p can be <= alpha)
+    only `level` decides."""
     episodes = world.reference[1] if len(world.reference) > 1 and world.reference[1] else []
     threshold = float(world.calib.threshold)
     shares = np.array([np.mean(np.asarray(e) > threshold) for e in episodes if len(e)])
     pvalue = (1 + np.sum(shares >= rate)) / (len(shares) + 1) if len(shares) else math.nan
-    return bool(rate <= level or pvalue > alpha), float(pvalue)
+    # with fewer than 1 / alpha - 1 episodes no p-value is <= alpha: the test could never
+    # refuse, so `level` alone decides (else every probe recalls: HalfCheetah with 10 reference
+    # episodes alternated between two wrong stored worlds for 15000 steps, continual_v12)
+    can_refuse = len(shares) > 0 and 1 / (len(shares) + 1) <= alpha
+    return bool(rate <= level or (can_refuse and pvalue > alpha)), float(pvalue)
 
 
 def _copy(tree):

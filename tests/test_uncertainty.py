@@ -399,7 +399,11 @@ def test_probe_verdict_ranks_the_probe_among_the_worlds_own_episodes():
     assert probe_verdict(0.3, world, level=0.25, alpha=0.5) == (True, 3 / 5)
     assert probe_verdict(0.3, world, level=0.25, alpha=0.6) == (False, 3 / 5)
     assert probe_verdict(0.9, world, level=0.25, alpha=0.3) == (False, 1 / 5)
-    assert probe_verdict(0.9, world, level=0.25, alpha=0.15) == (True, 1 / 5)
+    assert probe_verdict(0.9, world, level=0.25, alpha=0.2) == (False, 1 / 5)  # p <= alpha
+    # alpha 0.15 < 1 / 5, the smallest p 4 episodes allow: the test could never refuse, so it
+    # must not accept either; `level` alone decides
+    assert probe_verdict(0.9, world, level=0.25, alpha=0.15) == (False, 1 / 5)
+    assert probe_verdict(0.2, world, level=0.25, alpha=0.15) == (True, 3 / 5)
     assert probe_verdict(0.9, world, level=0.95, alpha=0.3)[0]  # under `level`: recalled
     no_reference = World(None, calib, (np.zeros(0), [], []), "w")
     known, p = probe_verdict(0.3, no_reference, level=0.25, alpha=0.05)
