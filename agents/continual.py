@@ -207,6 +207,14 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
         phases[0][f"original_return_{when}"] = r["mean"]
         phases[0][f"original_returns_{when}"] = r["returns"]
 
+    def keep_if_copes(returns):
+        """library, continual.keep_within: where the model a new world would be learnt from
+        returned about as much there (`returns`) as in its own world, (state, reference) of a
+        copy of it to deploy as the new world's model, to be recalibrated only; else None."""
+        if library is None or not library.copes(returns, within=cc.keep_within):
+            return None
+        return deploy(library.keep_as_is(), watch=False)
+
     eval_original("before", state)
     phases[0] |= {"detector_armed": detector.armed, "detector_h": detector.h,
                   "detector_episodes": detector.episodes}  # fmt: skip
@@ -268,8 +276,9 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                         recalib_at = adapt_until = step_no + cc.recalib_after
                         calibrator.hold_next()
                         shown = library.record.get("returns_shown", {}).get(library.forked_from)
-                        if library.copes([] if shown is None else [shown], within=cc.keep_within):
-                            state, reference = deploy(library.keep_as_is(), watch=False)
+                        kept = keep_if_copes([] if shown is None else [shown])
+                        if kept is not None:
+                            state, reference = kept
                             recalib_at, adapt_until, boost_until = step_no, -1, -1
                     emit("probe", step_no, {"verdict": verdict[0], "world": library.current})
             else:
@@ -315,10 +324,9 @@ def run_continual(agent, state, replay: Replay, calibrator: Calibrator, cfg, sch
                 if mode != "frozen" and answer == "new":  # frozen: no learning, no recalibration
                     recalib_at = adapt_until = step_no + cc.recalib_after
                     calibrator.hold_next()  # the new world's calibration data
-                    if library is not None and library.copes(
-                        [r for t, r in lived if t > detected], within=cc.keep_within
-                    ):  # its model already does as well here: recalibrate its gate only
-                        state, reference = deploy(library.keep_as_is(), watch=False)
+                    kept = keep_if_copes([r for t, r in lived if t > detected])
+                    if kept is not None:  # no learning: recalibrate the gate from here
+                        state, reference = kept
                         recalib_at, adapt_until, boost_until = step_no, -1, -1
                 emit("alarm", step_no, {"delay": detected - switch_step, "detected": detected,
                                         "world": phases[-1]["world"]})  # fmt: skip
