@@ -12,6 +12,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from worldmodel import ops
 from worldmodel.errors import ConfigError
 from worldmodel.model import WorldModel
 
@@ -100,12 +101,13 @@ def make_value_fn(
 
         def body(carry, a):
             z, ret, disc, alive = carry
-            r = model.reward(params, z, a)
+            z_next = step_latent(params, z, a, head)
+            r_logits, t_logit = model.reward_and_termination_logits(params, z, a, z_next)
+            r = ops.two_hot_inv(r_logits, model.vmin, model.vmax)
             if beta:
                 scale = 1.0 if epi_scale is None else epi_scale
                 r = r + beta * (model.next_all(params, z, a).var(axis=0) / scale).mean(axis=-1)
-            z_next = step_latent(params, z, a, head)
-            p_term = model.termination(params, z, a, z_next)
+            p_term = jax.nn.sigmoid(t_logit)
             z = z_next
             ret = ret + disc * alive * r
             alive = alive * (1.0 - p_term)

@@ -76,14 +76,17 @@ def lambda_returns(
     return jnp.stack(out[::-1])
 
 
-def _termination_error(model, params, obs, act, term, zs) -> jax.Array:
+def _termination_error(model, params, obs, act, term, zs, logit=None) -> jax.Array:
     """Per-step termination loss (H, B) along latents zs (H+1, B, L): the BCE of the step's
-    termination logit, or with termination_from='bounds' the squared error of the rule's obs dims
-    read from z_t+1 against the real next observation's (summed over the dims)."""
+    termination logit (given as `logit` (H, B) when already computed), or with
+    termination_from='bounds' the squared error of the rule's obs dims read from z_t+1 against
+    the real next observation's (summed over the dims)."""
     if model.termination_from == "bounds":
         err = model.bounded_obs(params, zs[1:]) - model.rule_dims(obs[1:])
         return jnp.sum(err**2, axis=-1)
-    return ops.sigmoid_bce(model.termination_logit(params, zs[:-1], act, zs[1:]), term)
+    if logit is None:
+        logit = model.termination_logit(params, zs[:-1], act, zs[1:])
+    return ops.sigmoid_bce(logit, term)
 
 
 def world_model_noise(model: WorldModel, key: jax.Array, H: int, B: int) -> dict:
@@ -130,14 +133,15 @@ def world_model_loss(
     head = noise["head"]
     z_head = jnp.take_along_axis(zk, head[None, None, :, None], axis=1)[:, 0]  # (H, B, L)
     zs = jnp.concatenate([z0[None], z_head], axis=0)  # (H+1, B, L)
-    r_logits = model.reward_logits(params, zs[:-1], act)  # (H, B, bins)
+    # (H, B, bins), (H, B): one pass of the reward MLP gives both with termination_from='action'
+    r_logits, t_logits = model.reward_and_termination_logits(params, zs[:-1], act, zs[1:])
     r_ce = ops.soft_ce(r_logits, rew, model.num_bins, model.vmin, model.vmax)
     reward_loss = jnp.sum(w * r_ce) / (H * B)
     # The termination head on the imagined latents (continue_loss) and on the encoded ones of
     # every step, no rho decay, gradient into the encoder (encoded_continue_loss): the second
     # makes the encoder keep what tells a termination (BENCHMARKS, Hopper).
     term_err = functools.partial(_termination_error, model, params, obs, act, term)
-    continue_loss = jnp.sum(w * term_err(zs)) / (H * B)
+    continue_loss = jnp.sum(w * term_err(zs, t_logits)) / (H * B)
     encoded = {}  # only computed when it is trained: it would cost every update a head pass
     if cfg.encoded_continue_coef:
         encoded["encoded_continue_loss"] = jnp.sum(mask * term_err(z_enc)) / (H * B)

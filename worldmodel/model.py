@@ -228,6 +228,16 @@ class WorldModel:
         """Reward two-hot logits (..., num_bins) for taking a in z."""
         return self._reward.apply({"params": params["reward"]}, z, a)[..., : self.num_bins]
 
+    def reward_and_termination_logits(self, params: dict, z, a, z_next):
+        """(reward two-hot logits (..., num_bins), termination logit (...,)) of the step from z
+        (..., L) by a (..., A) to z_next (..., L). With termination_from='action' both come from
+        one pass of the reward MLP (its last column), where calling `reward_logits` and
+        `termination_logit` apart would run it, and its backward pass, twice."""
+        if self.termination_from != "action":
+            return self.reward_logits(params, z, a), self.termination_logit(params, z, a, z_next)
+        out = self._reward.apply({"params": params["reward"]}, z, a)
+        return out[..., : self.num_bins], out[..., -1]
+
     def reward(self, params: dict, z: jax.Array, a: jax.Array) -> jax.Array:
         """Predicted reward (...,) for taking a in z."""
         return ops.two_hot_inv(self.reward_logits(params, z, a), self.vmin, self.vmax)
