@@ -64,6 +64,7 @@ class ContinualConfig:
     recalib_after: int = 1000  # env steps after an alarm before the new world is recalibrated
     ramp: int = 500  # new-world transitions over which its batch share ramps up to full
     eval_episodes: int = 5  # greedy prior episodes per world for the forgetting figure
+    deploy_episodes: int = 20  # detector reference episodes collected before deployment
     known_level: float = 0.25  # library: a stored world is recalled if its gate abstains on <= this
     probe_steps: int = 250  # library: transitions each stored world is tried out for (0: no probes)
     review_steps: int = 500  # library: learnt model vs its source, each acting this long (0: none)
@@ -82,6 +83,8 @@ class ContinualConfig:
             raise ConfigError(
                 f"continual.probe_steps must be >= 0 (0: no probes), got {self.probe_steps}"
             )
+        if self.deploy_episodes < 0:
+            raise ConfigError(f"continual.deploy_episodes must be >= 0, got {self.deploy_episodes}")
         if self.ramp < 0:
             raise ConfigError(
                 f"continual.ramp must be >= 0 (0: full share at once), got {self.ramp}"

@@ -5,7 +5,7 @@
 streams F stored (no agent, no env; e.g. a new detector variant on the same data).
 
 Deploys RUN_DIR's agent as `scripts.continual` does (gate calibrated on fresh greedy episodes;
-the detector's reference is their conformal part, `change.min_episodes` episodes or more), then
+the detector's reference is their conformal part, `continual.deploy_episodes` episodes or more), then
 collects *further* greedy episodes the detector never saw: in the original world (false
 alarms) and in each shifted world of the continual schedule (delays). The model is frozen, so
 every alarm in the original world is false. Two thresholds over the same scores:

@@ -55,13 +55,14 @@ def _calibrate_before_deployment(agent, state, cfg, replay, calibrator, batch: i
     score or window). The plain scores use the checkpoint's held-out episodes when it has some.
     The bias kinds, and a checkpoint with none, calibrate on fresh greedy episodes in the
     original world (seeds never used in training; `batch` at a time until the bias test has
-    2 * BIAS_MIN_PER_DIM transitions per residual dim and the change detector its
-    `change.min_episodes` reference episodes, at most 10 batches), stored in replay as
+    2 * BIAS_MIN_PER_DIM transitions per residual dim and the change detector
+    `continual.deploy_episodes` reference episodes (at least `change.min_episodes`, which alone
+    sets how many a new world needs before the detector re-arms), at most 10 batches), stored in replay as
     held out (never trained on), as a deployment would start: training-time held-out episodes
     were acted by earlier policies, and the bias test's reference must be the deployed one's
     (measured on a 6k Hopper agent: threshold 8.2 on the mixed stream)."""
     from agents.change import ChangeConfig
-    from agents.continual import reference_episodes
+    from agents.continual import ContinualConfig, reference_episodes
     from envs import Step
     from scripts.benchmark_ood import collect
     from worldmodel.uncertainty import BIAS_KINDS
@@ -72,7 +73,10 @@ def _calibrate_before_deployment(agent, state, cfg, replay, calibrator, batch: i
         print(f"calibrated before deployment on the checkpoint's held-out episodes: {result}")
         return
     need = calibrator.min_holdout()
-    need_eps = ChangeConfig(**cfg.section("change")).min_episodes
+    need_eps = max(
+        ContinualConfig(**cfg.section("continual")).deploy_episodes,
+        ChangeConfig(**cfg.section("change")).min_episodes,
+    )
     since, held0, added = replay.added, replay.held, 0
     while (
         replay.held - held0 < need or reference_episodes(added, agent.abstain_cfg.score) < need_eps

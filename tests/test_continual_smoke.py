@@ -30,6 +30,7 @@ def test_continual_schedule_runs_every_mode(tmp_path):
     common = [str(run), str(schedule), "env.max_episode_steps=40",
               "continual.recalib_after=10", "continual.boost_steps=10", "--out", str(out),
               "change.false_alarm=0.99", "change.horizon=5", "change.min_episodes=1",
+              "continual.deploy_episodes=1",
               "change.episode_cap=1", "change.edge=2", "change.confirm=1",
               "continual.probe_steps=5", "continual.review_steps=0", "--merge",
               "continual.keep_within=-1"]  # fmt: skip
